@@ -1,0 +1,1 @@
+"""The benchmark runner and its command-line interface (`rnnbench`)."""

@@ -1,0 +1,5 @@
+"""`python -m bench ...` is `rnnbench ...`."""
+
+from bench.cli import main
+
+main()

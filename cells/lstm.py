@@ -1,0 +1,41 @@
+"""LSTM (Hochreiter & Schmidhuber 1997) with a forget gate (Gers et al. 2000), as torch.nn.LSTM.
+
+    i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)      input gate
+    f = sigmoid(W_if x + b_if + W_hf h + b_hf)      forget gate
+    g = tanh(W_ig x + b_ig + W_hg h + b_hg)         cell candidate
+    o = sigmoid(W_io x + b_io + W_ho h + b_ho)      output gate
+    c' = f * c + i * g
+    h' = o * tanh(c')
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from cells.base import FusedCell, HandwrittenCell, State
+from cells.catalog import register_cell
+
+
+class LSTMFused(FusedCell):
+    architecture = "LSTM"
+    module_class = nn.LSTM
+    state_size = 2
+
+
+class LSTMHandwritten(HandwrittenCell):
+    architecture = "LSTM"
+    gates = 4  # i, f, g, o: the row order of torch.nn.LSTM's weights
+    state_size = 2
+
+    def step(self, xp_t: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> State:
+        h, c = state  # (B, H) each
+        gates = xp_t + torch.addmm(b_hh, h, w_hh.t())  # (B, 4H)
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+
+register_cell("lstm_fused", LSTMFused, "LSTM with forget gate, torch.nn.LSTM (cuDNN / oneDNN)")
+register_cell("lstm_handwritten", LSTMHandwritten, "LSTM, input/forget/output gates and cell state in a Python time loop", twin="lstm_fused")

@@ -1,0 +1,1 @@
+"""Reports: pure functions from stored results to markdown tables and plots."""

@@ -1,0 +1,1 @@
+"""Benchmark tasks: data, model head and metrics for each task of the matrix."""

@@ -1,0 +1,146 @@
+"""Every hand-written cell computes exactly what its library twin computes.
+
+The tests are parametrised over the registry: a newly registered cell with a `twin` is
+checked here without a new test.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from cells import CELLS, build_cell, copy_weights
+
+TWINNED = [spec.name for spec in CELLS if spec.twin]
+SIZES = [(3, 5), (8, 16)]  # (input_size, hidden_size)
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def make_pair(name, input_size, hidden_size, num_layers, bidirectional, dtype, **options):
+    spec = CELLS.get(name)
+    twin = build_cell(spec.twin, input_size, hidden_size, num_layers, bidirectional, **options).to(dtype)
+    cell = build_cell(name, input_size, hidden_size, num_layers, bidirectional, **options).to(dtype)
+    copy_weights(twin, cell)
+    return cell, twin
+
+
+def run_and_grad(cell, x, state, lengths, seed):
+    """Outputs, final state, and gradients of x, the initial state and every weight."""
+    x = x.clone().requires_grad_(True)
+    state = None if state is None else tuple(s.clone().requires_grad_(True) for s in state)
+    output, final = cell(x, state, lengths)
+    # a random linear function of everything returned, so every output element gets a gradient
+    gen = torch.Generator().manual_seed(seed)
+    loss = (output * torch.randn(output.shape, generator=gen, dtype=x.dtype)).sum()
+    for f in final:
+        loss = loss + (f * torch.randn(f.shape, generator=gen, dtype=x.dtype)).sum()
+    loss.backward()
+    grads = {"x": x.grad}
+    if state is not None:
+        grads.update({f"state[{i}]": s.grad for i, s in enumerate(state)})
+    grads.update({name: p.grad for name, p in cell.weights().items()})
+    return output.detach(), tuple(f.detach() for f in final), grads
+
+
+def assert_same(cell, twin, x, state=None, lengths=None):
+    tol = TOLERANCE[x.dtype]
+    out, final, grads = run_and_grad(cell, x, state, lengths, seed=1)
+    out_t, final_t, grads_t = run_and_grad(twin, x, state, lengths, seed=1)
+    torch.testing.assert_close(out, out_t, rtol=tol, atol=tol, msg=lambda m: f"outputs differ: {m}")
+    assert len(final) == len(final_t) == cell.state_size
+    for i, (a, b) in enumerate(zip(final, final_t)):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda m: f"final state[{i}] differs: {m}")
+    assert grads.keys() == grads_t.keys()
+    for key in grads:
+        assert grads[key] is not None, f"no gradient for {key}"
+        torch.testing.assert_close(grads[key], grads_t[key], rtol=tol, atol=tol, msg=lambda m: f"grad of {key}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["dense", "lengths"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("num_layers", [1, 2], ids=["1layer", "2layers"])
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: f"i{s[0]}h{s[1]}")
+@pytest.mark.parametrize("name", TWINNED)
+def test_matches_twin(name, sizes, num_layers, bidirectional, with_lengths, dtype):
+    torch.manual_seed(0)
+    input_size, hidden_size = sizes
+    cell, twin = make_pair(name, input_size, hidden_size, num_layers, bidirectional, dtype)
+    x = torch.randn(5, 7, input_size, dtype=dtype)
+    lengths = torch.tensor([7, 3, 1, 6, 7]) if with_lengths else None
+    assert_same(cell, twin, x, lengths=lengths)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["dense", "lengths"])
+@pytest.mark.parametrize("name", TWINNED)
+def test_matches_twin_from_given_state(name, with_lengths):
+    torch.manual_seed(0)
+    cell, twin = make_pair(name, 4, 6, 2, True, torch.float64)
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    state = tuple(torch.randn(4, 3, 6, dtype=torch.float64) for _ in range(cell.state_size))
+    assert_same(cell, twin, x, state, torch.tensor([2, 5, 4]) if with_lengths else None)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_relu_rnn_matches_twin(bidirectional):
+    torch.manual_seed(0)
+    cell, twin = make_pair("rnn_handwritten", 3, 5, 2, bidirectional, torch.float64, nonlinearity="relu")
+    assert_same(cell, twin, torch.randn(4, 6, 3, dtype=torch.float64), lengths=torch.tensor([6, 2, 5, 1]))
+
+
+@pytest.mark.parametrize("name", CELLS.names())
+def test_padding_does_not_change_results(name):
+    """A padded batch gives each sequence the outputs and state it gets alone."""
+    torch.manual_seed(0)
+    cell = build_cell(name, 3, 4, num_layers=2, bidirectional=True).double().eval()
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    lengths = torch.tensor([6, 4])
+    out, state = cell(x, lengths=lengths)
+    alone_out, alone_state = cell(x[1:, :4])
+    torch.testing.assert_close(out[1, :4], alone_out[0])
+    assert torch.all(out[1, 4:] == 0), "outputs after the end of a sequence must be zero"
+    for s, alone in zip(state, alone_state):
+        torch.testing.assert_close(s[:, 1], alone[:, 0])
+    garbage = x.clone()
+    garbage[1, 4:] = 1e3
+    out_g, state_g = cell(garbage, lengths=lengths)
+    torch.testing.assert_close(out_g, out)
+
+
+@pytest.mark.parametrize("name", CELLS.names())
+def test_shapes_and_state_form(name):
+    spec = CELLS.get(name)
+    cell = build_cell(name, 3, 4, num_layers=3, bidirectional=True)
+    out, state = cell(torch.randn(2, 5, 3))
+    assert out.shape == (2, 5, 8)
+    assert isinstance(state, tuple) and len(state) == (2 if spec.architecture == "LSTM" else 1)
+    assert all(s.shape == (6, 2, 4) for s in state)
+    # the last layer's final forward h is the output at the last step; backward h at step 0
+    torch.testing.assert_close(state[0][4], out[:, -1, :4])
+    torch.testing.assert_close(state[0][5], out[:, 0, 4:])
+
+
+@pytest.mark.parametrize("name", TWINNED)
+def test_dropout_between_layers_is_applied_in_training_only(name):
+    torch.manual_seed(0)
+    cell = build_cell(name, 3, 4, num_layers=2, dropout=0.5)
+    x = torch.randn(2, 5, 3)
+    cell.eval()
+    a, _ = cell(x)
+    b, _ = cell(x)
+    torch.testing.assert_close(a, b)
+    cell.train()
+    c, _ = cell(x)
+    assert not torch.allclose(a, c)
+
+
+def test_every_cell_is_described_and_twins_exist():
+    assert set(CELLS.names()) >= {
+        f"{arch}_{impl}" for arch, impl in itertools.product(("rnn", "lstm", "gru"), ("fused", "handwritten"))
+    }
+    for spec in CELLS:
+        assert spec.description and "\n" not in spec.description
+        if spec.twin:
+            assert CELLS.get(spec.twin).architecture == spec.architecture
