@@ -1,0 +1,129 @@
+"""Step time, throughput and memory of a training run, measured by a Lightning callback.
+
+Memory: on CUDA, the allocator's peak over the fit (`torch.cuda.max_memory_allocated`).
+On CPU there is no allocator peak to read, so one training step is measured with autograd's
+saved-tensor hooks: the bytes that the forward pass keeps for backward (activations), counted
+once per storage and without the parameters; parameters and optimiser state are counted apart.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import lightning as L
+import torch
+
+WARMUP_STEPS = 3  # steps left out of the step-time statistics (allocation, lazy init)
+MEMORY_STEP = 1  # the training step measured with saved-tensor hooks on CPU
+
+
+def samples_per_second(samples_per_step: int, step_seconds: float) -> float:
+    """Steady-state training throughput, from the median step time."""
+    return samples_per_step / step_seconds if step_seconds > 0 else float("nan")
+
+
+class SavedTensorBytes:
+    """Context manager: the bytes of distinct storages autograd saves for backward, params excluded."""
+
+    def __init__(self, exclude: list[torch.Tensor]):
+        self.exclude = {p.untyped_storage().data_ptr() for p in exclude}
+        self.storages: dict[int, int] = {}
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.exclude:
+            self.storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.storages.values())
+
+    def __enter__(self):
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.hooks.__exit__(*exc)
+
+
+class Measure(L.Callback):
+    """Times every training step (device synchronised) and measures memory once."""
+
+    def __init__(self, monitor: str = "", mode: str = "max", clock=time.perf_counter):
+        self.clock = clock
+        self.monitor, self.mode = monitor, mode
+        self.best_val: float | None = None
+        self.step_seconds: list[float] = []
+        self.samples_per_step = 0
+        self.fit_seconds = 0.0
+        self.memory: dict[str, float] = {}
+        self._saved: SavedTensorBytes | None = None
+
+    def _sync(self, trainer):
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+
+    def on_fit_start(self, trainer, pl_module):
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
+        self._fit_start = self.clock()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.strategy.root_device.type != "cuda" and trainer.global_step == MEMORY_STEP and self._saved is None:
+            self._saved = SavedTensorBytes(list(pl_module.parameters())).__enter__()
+        self._sync(trainer)
+        self._step_start = self.clock()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._sync(trainer)
+        self.step_seconds.append(self.clock() - self._step_start)
+        self.samples_per_step = pl_module.task.samples_in(batch) * trainer.world_size
+        if self._saved is not None and "saved_bytes" not in self.memory:
+            self._saved.__exit__(None, None, None)
+            self.memory["saved_bytes"] = self._saved.nbytes
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and not trainer.sanity_checking:
+            value = float(value)
+            better = max if self.mode == "max" else min
+            self.best_val = value if self.best_val is None else better(self.best_val, value)
+
+    def on_fit_end(self, trainer, pl_module):
+        self.fit_seconds = self.clock() - self._fit_start
+        params = sum(p.numel() * p.element_size() for p in pl_module.parameters())
+        optimizer = sum(
+            t.numel() * t.element_size()
+            for opt in trainer.optimizers
+            for state in opt.state.values()
+            for t in state.values()
+            if isinstance(t, torch.Tensor)
+        )
+        self.memory.update(params_bytes=params, optimizer_bytes=optimizer)
+        if trainer.strategy.root_device.type == "cuda":
+            self.memory["kind"] = "cuda allocator peak"
+            self.memory["peak_bytes"] = torch.cuda.max_memory_allocated(trainer.strategy.root_device)
+        else:
+            self.memory["kind"] = "cpu: saved for backward + params + optimizer state"
+            self.memory["peak_bytes"] = self.memory.get("saved_bytes", 0) + params + optimizer
+        # under ddp_spawn only callback_metrics travel back to the launching process
+        for key, value in self.summary().items():
+            if isinstance(value, (int, float)):
+                trainer.callback_metrics[f"measure/{key}"] = torch.tensor(float(value), dtype=torch.float64)
+
+    def summary(self) -> dict[str, float | str]:
+        timed = self.step_seconds[WARMUP_STEPS:] or self.step_seconds
+        median = statistics.median(timed) if timed else float("nan")
+        q = statistics.quantiles(timed, n=4) if len(timed) >= 2 else [median, median, median]
+        return {
+            "steps": len(self.step_seconds),
+            "step_ms_median": 1e3 * median,
+            "step_ms_iqr": 1e3 * (q[2] - q[0]),
+            "samples_per_s": samples_per_second(self.samples_per_step, median),
+            "fit_seconds": self.fit_seconds,
+            **({"best_val": self.best_val} if self.best_val is not None else {}),
+            **self.memory,
+        }

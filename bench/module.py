@@ -1,0 +1,51 @@
+"""The one LightningModule every run trains: it wires a task's network to steps, metrics and logs."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+
+from tasks.base import Budget, Task
+
+
+class BenchModule(L.LightningModule):
+    def __init__(self, network: nn.Module, task: Task, budget: Budget, config: dict | None = None):
+        super().__init__()
+        self.network, self.task, self.budget = network, task, budget
+        self.save_hyperparameters(config or {})
+        # one metric collection per stage (torchmetrics keeps their states apart and syncs them under DDP)
+        self.val_metrics = task.metrics().clone(prefix="val/")
+        self.test_metrics = task.metrics().clone(prefix="test/")
+
+    def forward(self, x):
+        return self.network(x)
+
+    def training_step(self, batch, batch_idx):
+        x, target = batch
+        loss = self.task.loss(self.network(x), target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _evaluate(self, batch, metrics, stage):
+        x, target = batch
+        output = self.network(x)
+        self.log(f"{stage}/loss", self.task.loss(output, target), sync_dist=True)
+        metrics.update(output, target)
+        if stage == "test":  # how many samples the test metrics cover (the smoke budget tests on a few)
+            self.log("test/samples", float(len(target)), reduce_fx="sum", sync_dist=True)
+        self.log_dict(metrics, prog_bar=stage == "val")
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.budget.lr, weight_decay=self.budget.weight_decay)
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

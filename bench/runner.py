@@ -1,0 +1,225 @@
+"""Runs: one Lightning fit + test per (task, cell, seed, ...) and one stored record for each."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import traceback
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from bench.environment import device_name, environment, git_revision
+from bench.measure import Measure
+from bench.module import BenchModule
+from bench.store import ResultsStore
+from cells import CELLS
+from tasks import BUDGETS, TASKS, ModelConfig
+
+ACCELERATORS = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides what a run computes (its identity), plus how it is executed."""
+
+    task: str
+    cell: str
+    seed: int = 0
+    budget: str = "quick"  # smoke | quick | paper
+    num_layers: int = 1
+    hidden_size: int | None = None  # None: the budget's default for the task
+    bidirectional: bool = False
+    dropout: float = 0.0  # between stacked layers
+    devices: int = 1  # > 1: one run trained with DDP over that many devices
+    accelerator: str = "auto"  # auto: cuda when available, else cpu
+
+    def __post_init__(self):
+        TASKS.get(self.task)
+        CELLS.get(self.cell)
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
+        for name in ("num_layers", "devices"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.hidden_size is not None and (not isinstance(self.hidden_size, int) or self.hidden_size < 1):
+            raise ValueError(f"hidden_size must be a positive integer, got {self.hidden_size!r}")
+        if not 0 <= self.dropout < 1 or (self.dropout > 0 and self.num_layers == 1):
+            raise ValueError(f"dropout must be in [0, 1) and needs num_layers > 1, got dropout={self.dropout}")
+        if self.resolved_accelerator() == "cuda" and not torch.cuda.is_available():
+            raise ValueError("accelerator 'cuda' was asked for but torch sees no CUDA device")
+
+    def resolved_accelerator(self) -> str:
+        if self.accelerator == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.accelerator
+
+    @property
+    def resolved_hidden_size(self) -> int:
+        return self.hidden_size or TASKS.get(self.task).budget(self.budget).hidden_size
+
+    def identity(self) -> dict[str, Any]:
+        task = TASKS.get(self.task)
+        return {
+            "task": self.task, "task_version": task.version, "cell": self.cell, "seed": self.seed,
+            "budget": self.budget, "num_layers": self.num_layers, "hidden_size": self.resolved_hidden_size,
+            "bidirectional": self.bidirectional, "dropout": self.dropout, "devices": self.devices,
+            "accelerator": self.resolved_accelerator(),
+        }
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        model = f"{self.num_layers}x{self.resolved_hidden_size}" + ("-bi" if self.bidirectional else "")
+        return f"{self.task} {self.cell} {model} seed={self.seed} budget={self.budget}"
+
+
+def expand(tasks: Iterable[str], cells: Iterable[str], seeds: Iterable[int], **common: Any) -> list[RunConfig]:
+    """Every combination of the repeatable options, in task, cell, seed order."""
+    return [RunConfig(task=t, cell=c, seed=s, **common) for t in tasks for c in cells for s in seeds]
+
+
+def wandb_mode() -> str:
+    """WANDB_MODE if the user set it, else online when an API key is configured, else offline."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import netrc
+
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _base_record(config: RunConfig) -> dict[str, Any]:
+    task = TASKS.get(config.task)
+    identity = config.identity()
+    return {
+        "run_id": config.run_id, "task": config.task, "task_version": task.version, "cell": config.cell,
+        "seed": config.seed, "budget": config.budget, "num_layers": config.num_layers,
+        "hidden_size": identity["hidden_size"], "bidirectional": int(config.bidirectional), "devices": config.devices,
+        "metric_name": task.primary_metric, "higher_is_better": int(task.higher_is_better),
+        "device": device_name(config.resolved_accelerator()), "environment": environment(config.resolved_accelerator()),
+        "git_revision": git_revision(),
+        "config": {**identity, "task_config": task.config(), "budget_config": asdict(task.budget(config.budget))},
+        "started_at": _now(),
+    }
+
+
+def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wandb: bool = False,
+            progress: bool = False, download: bool = True) -> dict[str, Any]:
+    """Train and test one run; return its record (status ok). Raises on failure."""
+    task = TASKS.get(config.task)
+    budget = task.budget(config.budget)
+    record = _base_record(config)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    model = ModelConfig(config.cell, config.resolved_hidden_size, config.num_layers, config.bidirectional, config.dropout)
+    network = task.network(model)
+    module = BenchModule(network, task, budget, config=record["config"])
+    datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download)
+
+    monitor = f"val/{task.primary_metric}"
+    mode = "max" if task.higher_is_better else "min"
+    run_dir = out / "runs" / config.run_id
+    checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1)
+    measure = Measure(monitor=monitor, mode=mode)
+    logger = False
+    if use_wandb:
+        from lightning.pytorch.loggers import WandbLogger
+
+        logger = WandbLogger(
+            project=os.environ.get("WANDB_PROJECT", "rnnbench"), group=config.task, job_type="train",
+            name=f"{config.task}/{config.cell}/seed{config.seed}", tags=[config.cell, CELLS.get(config.cell).architecture, config.budget],
+            save_dir=str(out), config=record["config"], mode=wandb_mode(),
+        )
+    trainer = L.Trainer(
+        accelerator=config.resolved_accelerator(), devices=config.devices,
+        strategy="ddp_spawn" if config.devices > 1 else "auto",
+        max_epochs=budget.max_epochs,
+        limit_train_batches=budget.train_batches or 1.0, limit_val_batches=budget.val_batches or 1.0,
+        limit_test_batches=budget.test_batches or 1.0,
+        gradient_clip_val=budget.grad_clip, num_sanity_val_steps=0, log_every_n_steps=10,
+        logger=logger, callbacks=[checkpoint, measure], enable_progress_bar=progress, enable_model_summary=False,
+        default_root_dir=run_dir,
+    )
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        measured = {k.removeprefix("measure/"): v.item() for k, v in trainer.callback_metrics.items()
+                    if k.startswith("measure/")}
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        if use_wandb:
+            logger.log_metrics({f"summary/{k}": v for k, v in measured.items()})
+    finally:
+        if use_wandb:
+            import wandb
+
+            wandb.finish()
+    accelerator = config.resolved_accelerator()
+    record.update(
+        status="ok",
+        metric_value=tested[f"test/{task.primary_metric}"],
+        best_val_metric=measured.get("best_val"),
+        test_samples=int(tested.get("test/samples", 0)),
+        metrics={k.removeprefix("test/"): v for k, v in tested.items()},
+        train_seconds=measured["fit_seconds"],
+        step_ms_median=measured["step_ms_median"], step_ms_iqr=measured["step_ms_iqr"],
+        samples_per_s=measured["samples_per_s"],
+        peak_memory_bytes=int(measured["peak_bytes"]),
+        memory_kind="cuda allocator peak" if accelerator == "cuda" else "cpu: saved for backward + params + optimizer state",
+        saved_bytes=int(measured["saved_bytes"]) if "saved_bytes" in measured else None,
+        params_bytes=int(measured["params_bytes"]), optimizer_bytes=int(measured["optimizer_bytes"]),
+        parameters=sum(p.numel() for p in network.parameters() if p.requires_grad),
+        epochs=trainer.current_epoch, steps=trainer.global_step, finished_at=_now(),
+    )
+    return record
+
+
+def run_matrix(
+    configs: list[RunConfig], out: Path, data_dir: Path | None = None, use_wandb: bool = False,
+    progress: bool = False, download: bool = True, report: Callable[[str, RunConfig, dict | None], None] = lambda *a: None,
+) -> dict[str, int]:
+    """Run every config not already done; store each result as it ends. Returns counts by outcome."""
+    store = ResultsStore(out)
+    counts = {"ok": 0, "failed": 0, "skipped": 0, "already done": 0}
+    for config in configs:
+        if store.done(config.run_id):
+            counts["already done"] += 1
+            report("already done", config, None)
+            continue
+        report("start", config, None)
+        try:
+            record = execute(config, out, data_dir, use_wandb, progress, download)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # an interrupted run is not a result: nothing is stored for it
+        except Exception as err:  # noqa: BLE001 - any failure of one run is recorded and the matrix goes on
+            record = {**_base_record(config), "status": "failed", "error": f"{type(err).__name__}: {err}",
+                      "finished_at": _now()}
+            record["config"]["traceback"] = traceback.format_exc(limit=-8)
+        store.save(record)
+        counts[record["status"]] += 1
+        report(record["status"], config, record)
+    return counts

@@ -1,0 +1,118 @@
+"""The results store: one SQLite file, `OUT/results.sqlite`, table `runs`, one row per run.
+
+A row is written in one transaction when its run ends (ok, failed or skipped), so a killed
+process loses no finished run and leaves no half row. Columns:
+
+| column | meaning |
+| --- | --- |
+| run_id | hash of the run's identity: task, task version, cell, seed, budget, model, devices |
+| task, task_version, cell, seed, budget | what ran |
+| num_layers, hidden_size, bidirectional, devices | the model size and how many devices trained it |
+| status | `ok`, `failed` (error set) or `skipped` (error holds the reason) |
+| error | the exception's type and message, or NULL |
+| metric_name, metric_value, higher_is_better | the task's primary metric on the test set |
+| best_val_metric | the best value of the primary metric on the validation set over the epochs |
+| test_samples | how many test samples the metric is over (the smoke budget tests on a few) |
+| metrics | JSON: every test metric |
+| train_seconds | wall time of the fit (training and validation) |
+| step_ms_median, step_ms_iqr | median and interquartile range of training step time (warm-up left out) |
+| samples_per_s | training samples per second, from the median step time (all devices) |
+| peak_memory_bytes, memory_kind | the peak, and what it measures (CUDA allocator peak, or on CPU saved-for-backward + params + optimiser state) |
+| saved_bytes, params_bytes, optimizer_bytes | the parts: bytes saved for backward in one step (CPU), parameters, optimiser state |
+| parameters | number of trainable parameters |
+| epochs, steps | epochs and optimiser steps trained |
+| device | e.g. `cpu: AMD EPYC 7B13` or `cuda: NVIDIA H100` |
+| environment | JSON: python, torch, lightning, CUDA versions, CPU/GPU model, hostname |
+| git_revision | the rnnbench revision that ran it |
+| config | JSON: the full run configuration |
+| started_at, finished_at | UTC, ISO 8601 |
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+COLUMNS = {
+    "run_id": "TEXT PRIMARY KEY",
+    "task": "TEXT NOT NULL",
+    "task_version": "INTEGER NOT NULL",
+    "cell": "TEXT NOT NULL",
+    "seed": "INTEGER NOT NULL",
+    "budget": "TEXT NOT NULL",
+    "num_layers": "INTEGER",
+    "hidden_size": "INTEGER",
+    "bidirectional": "INTEGER",
+    "devices": "INTEGER",
+    "status": "TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'skipped'))",
+    "error": "TEXT",
+    "metric_name": "TEXT",
+    "metric_value": "REAL",
+    "higher_is_better": "INTEGER",
+    "best_val_metric": "REAL",
+    "test_samples": "INTEGER",
+    "metrics": "TEXT",
+    "train_seconds": "REAL",
+    "step_ms_median": "REAL",
+    "step_ms_iqr": "REAL",
+    "samples_per_s": "REAL",
+    "peak_memory_bytes": "INTEGER",
+    "memory_kind": "TEXT",
+    "saved_bytes": "INTEGER",
+    "params_bytes": "INTEGER",
+    "optimizer_bytes": "INTEGER",
+    "parameters": "INTEGER",
+    "epochs": "INTEGER",
+    "steps": "INTEGER",
+    "device": "TEXT",
+    "environment": "TEXT",
+    "git_revision": "TEXT",
+    "config": "TEXT",
+    "started_at": "TEXT",
+    "finished_at": "TEXT",
+}
+JSON_COLUMNS = ("metrics", "environment", "config")
+DONE = ("ok", "skipped")  # a re-run skips these; failed runs are tried again
+
+
+class ResultsStore:
+    def __init__(self, out: str | Path):
+        self.path = Path(out) / "results.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
+            db.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def done(self, run_id: str) -> bool:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row is not None and row[0] in DONE
+
+    def save(self, record: dict[str, Any]) -> None:
+        unknown = set(record) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown result columns: {sorted(unknown)}")
+        values = {k: json.dumps(v, sort_keys=True, default=str) if k in JSON_COLUMNS and v is not None else v
+                  for k, v in record.items()}
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with closing(self._connect()) as db, db:  # one transaction: all of the row or none
+            db.execute(f"INSERT OR REPLACE INTO runs ({names}) VALUES ({marks})", tuple(values.values()))
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with closing(self._connect()) as db:
+            db.row_factory = sqlite3.Row
+            rows = [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY task, cell, seed, started_at")]
+        for row in rows:
+            for key in JSON_COLUMNS:
+                if row.get(key):
+                    row[key] = json.loads(row[key])
+        return rows

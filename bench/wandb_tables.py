@@ -1,0 +1,23 @@
+"""The leaderboard in Weights & Biases: the report's per-task tables as `wandb.Table`s."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from bench.runner import wandb_mode
+from reports.markdown import COLUMNS, leaderboard, table_rows
+
+
+def log_leaderboard(rows: list[dict[str, Any]], out: Path) -> None:
+    import wandb
+
+    run = wandb.init(project=os.environ.get("WANDB_PROJECT", "rnnbench"), job_type="leaderboard",
+                     name="leaderboard", dir=str(out), mode=wandb_mode())
+    try:
+        for task, entries in leaderboard(rows).items():
+            run.log({f"leaderboard/{task}": wandb.Table(columns=COLUMNS, data=table_rows(entries))})
+            run.summary[f"leaderboard/{task}/best_cell"] = entries[0]["cell"]
+    finally:
+        run.finish()

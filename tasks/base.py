@@ -1,0 +1,98 @@
+"""What a task declares: its data, its network around a cell, its metrics and its budgets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from cells.registry import Registry
+
+BUDGETS = ("smoke", "quick", "paper")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a run trains, and the model size and optimiser it trains with by default."""
+
+    max_epochs: int
+    batch_size: int
+    hidden_size: int
+    lr: float  # AdamW, cosine decay to zero over the run
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # gradient norm clipping
+    # None = the whole split; an int = that many batches per epoch
+    train_batches: int | None = None
+    val_batches: int | None = None
+    test_batches: int | None = None
+    note: str = ""  # one line shown in the report
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The recurrent part of a run's network."""
+
+    cell: str
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+
+
+class Task:
+    """Base class of a task; a subclass is registered in `TASKS` under its `name`."""
+
+    name: str = ""
+    version: int = 1
+    description: str = ""
+    primary_metric: str = ""  # a key of `metrics()`, e.g. "accuracy"
+    higher_is_better: bool = True
+    budgets: dict[str, Budget] = {}  # by name: smoke, quick, paper
+
+    def datamodule(self, data_dir: Path | None, batch_size: int, budget: str) -> L.LightningDataModule:
+        raise NotImplementedError
+
+    def network(self, model: ModelConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def metrics(self) -> MetricCollection:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The task's own settings, stored with every run."""
+        return {"name": self.name, "version": self.version}
+
+    def samples_in(self, batch: Any) -> int:
+        return len(batch[-1])
+
+    def budget(self, name: str) -> Budget:
+        if name not in self.budgets:
+            raise ValueError(f"unknown budget {name!r} for task {self.name!r}; budgets: {', '.join(self.budgets)}")
+        return self.budgets[name]
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def register_task(task: Task) -> Task:
+    if not isinstance(task, Task):
+        raise TypeError(f"a task must be a Task instance, got {task!r}")
+    missing = [b for b in BUDGETS if b not in task.budgets]
+    if missing:
+        raise ValueError(f"task {task.name!r} lacks budgets {missing}")
+    return TASKS.add(task.name, task)
+
+
+def last_state_features(state: tuple[Tensor, ...], num_layers: int, num_directions: int) -> Tensor:
+    """The last layer's final h of every direction, concatenated: (B, directions * H)."""
+    h = state[0]  # (layers * directions, B, H)
+    last = h.view(num_layers, num_directions, h.shape[1], h.shape[2])[-1]  # (D, B, H)
+    return torch.cat(tuple(last), dim=1)
