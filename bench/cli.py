@@ -174,6 +174,8 @@ def quiet_libraries() -> None:
     import logging
     import warnings
 
+    import lightning  # noqa: F401 - it sets its loggers' levels on import, so import before overriding
+
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")

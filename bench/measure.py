@@ -103,6 +103,7 @@ class Measure(L.Callback):
             if isinstance(t, torch.Tensor)
         )
         self.memory.update(params_bytes=params, optimizer_bytes=optimizer)
+        self.epochs = trainer.current_epoch
         if trainer.strategy.root_device.type == "cuda":
             self.memory["kind"] = "cuda allocator peak"
             self.memory["peak_bytes"] = torch.cuda.max_memory_allocated(trainer.strategy.root_device)
@@ -120,6 +121,7 @@ class Measure(L.Callback):
         q = statistics.quantiles(timed, n=4) if len(timed) >= 2 else [median, median, median]
         return {
             "steps": len(self.step_seconds),
+            "epochs": getattr(self, "epochs", 0),
             "step_ms_median": 1e3 * median,
             "step_ms_iqr": 1e3 * (q[2] - q[0]),
             "samples_per_s": samples_per_second(self.samples_per_step, median),

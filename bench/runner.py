@@ -156,8 +156,8 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         accelerator=config.resolved_accelerator(), devices=config.devices,
         strategy="ddp_spawn" if config.devices > 1 else "auto",
         max_epochs=budget.max_epochs,
-        limit_train_batches=budget.train_batches or 1.0, limit_val_batches=budget.val_batches or 1.0,
-        limit_test_batches=budget.test_batches or 1.0,
+        limit_train_batches=budget.train_batches, limit_val_batches=budget.val_batches,
+        limit_test_batches=budget.test_batches,
         gradient_clip_val=budget.grad_clip, num_sanity_val_steps=0, log_every_n_steps=10,
         logger=logger, callbacks=[checkpoint, measure], enable_progress_bar=progress, enable_model_summary=False,
         default_root_dir=run_dir,
@@ -193,7 +193,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         saved_bytes=int(measured["saved_bytes"]) if "saved_bytes" in measured else None,
         params_bytes=int(measured["params_bytes"]), optimizer_bytes=int(measured["optimizer_bytes"]),
         parameters=sum(p.numel() for p in network.parameters() if p.requires_grad),
-        epochs=trainer.current_epoch, steps=trainer.global_step, finished_at=_now(),
+        epochs=int(measured["epochs"]), steps=int(measured["steps"]), finished_at=_now(),
     )
     return record
 

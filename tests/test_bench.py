@@ -1,0 +1,210 @@
+"""The engine end to end through the CLI, on real MNIST with the smoke budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.store import COLUMNS, ResultsStore
+from reports.markdown import COLUMNS as COLUMNS_SHOWN
+from cells import CELLS, register_cell
+from cells.lstm import LSTMFused
+
+runner = CliRunner()
+
+
+class NaNLSTM(LSTMFused):
+    """A cell whose outputs are NaN: its runs must fail and be recorded as failed."""
+
+    def _run(self, x, state, lengths):
+        output, state = super()._run(x, state, lengths)
+        return output * float("nan"), tuple(s * float("nan") for s in state)
+
+
+if "nan_lstm_for_tests" not in CELLS:
+    register_cell("nan_lstm_for_tests", NaNLSTM, "test-only: an LSTM whose outputs are NaN")
+
+
+def invoke(*args, env=None):
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
+    return result
+
+
+@pytest.fixture(scope="module")
+def smoke_out(shared_data, tmp_path_factory):
+    """One matrix: 2 cells x 2 seeds, plus a cell that fails; shared by the tests below."""
+    out = tmp_path_factory.mktemp("smoke")
+    result = invoke("run", "--task", "mnist-row", "--cell", "gru_fused", "--cell", "nan_lstm_for_tests",
+                    "--cell", "lstm_handwritten", "--seed", "0", "--seed", "1", "--budget", "smoke",
+                    "--out", str(out), "--data-dir", str(shared_data), "--no-download")
+    return out, result
+
+
+def test_matrix_stores_one_row_per_run_and_goes_on_after_failures(smoke_out):
+    out, result = smoke_out
+    assert result.exit_code == 1, result.output  # failed runs make the exit status non-zero
+    assert "6 runs" in result.output and "4 ok, 2 failed" in result.output
+    rows = ResultsStore(out).rows()
+    assert len(rows) == 6
+    by_status = {}
+    for row in rows:
+        by_status.setdefault(row["status"], []).append(row)
+    assert {(r["cell"], r["seed"]) for r in by_status["ok"]} == {
+        ("gru_fused", 0), ("gru_fused", 1), ("lstm_handwritten", 0), ("lstm_handwritten", 1)}
+    for row in by_status["failed"]:
+        assert row["cell"] == "nan_lstm_for_tests"
+        assert row["error"].startswith("FloatingPointError: training loss is nan")
+        assert row["metric_value"] is None
+    for row in by_status["ok"]:
+        assert row["metric_name"] == "accuracy" and 0 <= row["metric_value"] <= 1
+        assert row["test_samples"] == 128  # smoke: 2 test batches of 64
+        assert row["steps"] == 8 and row["epochs"] == 1
+        assert row["step_ms_median"] > 0 and row["samples_per_s"] > 0
+        assert row["saved_bytes"] > 0 and row["params_bytes"] == 4 * row["parameters"]
+        assert row["peak_memory_bytes"] == row["saved_bytes"] + row["params_bytes"] + row["optimizer_bytes"]
+        # AdamW: two moments per weight, and a float32 step count per tensor (4 cell + 2 head tensors)
+        assert row["optimizer_bytes"] == 2 * row["params_bytes"] + 4 * 6
+        assert row["environment"]["torch"] == torch.__version__
+        assert row["config"]["budget_config"]["train_batches"] == 8
+        assert row["device"].startswith("cpu: ")
+    # the two seeds of one cell differ: seeds reach the run
+    gru = [r["metric_value"] for r in by_status["ok"] if r["cell"] == "gru_fused"]
+    losses = [r["metrics"]["loss"] for r in by_status["ok"] if r["cell"] == "gru_fused"]
+    assert losses[0] != losses[1], gru
+
+
+def test_schema_is_the_documented_one(smoke_out):
+    out, _ = smoke_out
+    with sqlite3.connect(out / "results.sqlite") as db:
+        names = [r[1] for r in db.execute("PRAGMA table_info(runs)")]
+    assert names == list(COLUMNS)
+
+
+def test_rerun_skips_done_runs_and_retries_failed(smoke_out, shared_data):
+    out, _ = smoke_out
+    before = {r["run_id"]: r["finished_at"] for r in ResultsStore(out).rows() if r["status"] == "ok"}
+    result = invoke("run", "--task", "mnist-row", "--cell", "gru_fused", "--seed", "0", "--seed", "1",
+                    "--budget", "smoke", "--out", str(out), "--data-dir", str(shared_data))
+    assert result.exit_code == 0, result.output
+    assert result.output.count("already done, skipped") == 2 and "2 already done" in result.output
+    after = {r["run_id"]: r["finished_at"] for r in ResultsStore(out).rows() if r["status"] == "ok"}
+    assert after == before
+
+
+def test_report_renders_every_cell_with_spread(smoke_out):
+    out, _ = smoke_out
+    (out / "report.md").unlink()
+    result = invoke("report", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    text = (out / "report.md").read_text()
+    assert "## mnist-row" in text and "test accuracy (%), mean ± std" in text
+    for cell in ("gru_fused", "lstm_handwritten"):
+        line = next(line for line in text.splitlines() if line.startswith(f"| {cell} "))
+        assert " ± " in line and "| 2 | 128 |" in line  # two seeds, 128 test samples
+    assert "## Failed and skipped runs" in text and "FloatingPointError" in text
+    assert "## Environment" in text and "cpu: " in text
+    png = out / "report-mnist-row.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_errors_name_the_input(tmp_path):
+    result = invoke("run", "--task", "mnist-rwo", "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert "unknown task 'mnist-rwo'. Did you mean 'mnist-row'" in result.output
+    result = invoke("run", "--cell", "lstm", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "unknown cell 'lstm'" in result.output and "lstm_fused" in result.output
+    result = invoke("run", "--devices", "0", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "devices must be a positive integer, got 0" in result.output
+    result = invoke("run", "--dropout", "0.3", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "needs num_layers > 1" in result.output
+    result = invoke("run", "--budget", "huge", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "huge" in result.output
+    result = invoke("report", "--out", str(tmp_path / "nothing"))
+    assert result.exit_code == 2 and "no results store" in result.output
+    assert not (tmp_path / "results.sqlite").exists()
+
+
+def test_missing_data_is_a_recorded_failure_with_the_file_named(tmp_path):
+    result = invoke("run", "--budget", "smoke", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nowhere"),
+                    "--no-download")
+    assert result.exit_code == 2 and "is not a folder" in result.output
+    (tmp_path / "empty").mkdir()
+    result = invoke("run", "--cell", "rnn_fused", "--budget", "smoke", "--out", str(tmp_path / "out"),
+                    "--data-dir", str(tmp_path / "empty"), "--no-download")
+    assert result.exit_code == 1
+    (row,) = ResultsStore(tmp_path / "out").rows()
+    assert row["status"] == "failed" and "DataError: MNIST file train-images-idx3-ubyte not found" in row["error"]
+
+
+def test_two_devices_train_one_run_with_ddp(shared_data, tmp_path):
+    result = invoke("run", "--task", "mnist-row", "--cell", "gru_handwritten", "--budget", "smoke", "--devices", "2",
+                    "--out", str(tmp_path), "--data-dir", str(shared_data))
+    assert result.exit_code == 0, result.output
+    (row,) = ResultsStore(tmp_path).rows()
+    assert row["status"] == "ok" and row["devices"] == 2
+    assert row["test_samples"] == 256  # 2 test batches on each of 2 processes
+    assert row["samples_per_s"] > 0 and row["steps"] == 8
+
+
+def test_wandb_offline_logs_runs_and_leaderboard(shared_data, tmp_path, monkeypatch):
+    from tests.wandb_reader import logged_values
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = invoke("run", "--cell", "rnn_fused", "--budget", "smoke", "--wandb",
+                    "--out", str(tmp_path), "--data-dir", str(shared_data))
+    assert result.exit_code == 0, result.output
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 2  # the training run and the leaderboard
+    values, tables = {}, {}
+    for path in runs:
+        logged = logged_values(path)
+        values.update(logged)
+        if "leaderboard/mnist-row/path" in logged:
+            table_file = path.parent / "files" / json.loads(logged["leaderboard/mnist-row/path"])
+            tables["mnist-row"] = json.loads(table_file.read_text())
+    (row,) = ResultsStore(tmp_path).rows()
+    assert float(values["test/accuracy"]) == pytest.approx(row["metric_value"])
+    assert "summary/step_ms_median" in values
+    assert values["leaderboard/mnist-row/_type"] == '"table-file"'
+    assert tables["mnist-row"]["columns"] == COLUMNS_SHOWN
+    (entry,) = tables["mnist-row"]["data"]
+    assert entry[0] == "rnn_fused" and entry[2] == f"{100 * row['metric_value']:.2f}"
+    assert values["leaderboard/mnist-row/best_cell"] == '"rnn_fused"'
+
+
+def test_killed_process_loses_no_finished_run_and_leaves_no_half_row(shared_data, tmp_path):
+    command = [sys.executable, "-m", "bench", "run", "--task", "mnist-row", "--task", "mnist-pixel",
+               "--cell", "gru_handwritten", "--budget", "smoke", "--out", str(tmp_path), "--data-dir", str(shared_data)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True, env={**os.environ, "COLUMNS": "200"})
+    try:
+        for line in process.stdout:
+            if line.startswith("[2/2]"):  # the first run is stored, the second has begun
+                time.sleep(0.5)
+                os.killpg(process.pid, signal.SIGKILL)
+                break
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    rows = ResultsStore(tmp_path).rows()
+    assert [(r["task"], r["status"]) for r in rows] == [("mnist-row", "ok")]
+    result = invoke("run", "--task", "mnist-row", "--task", "mnist-pixel", "--cell", "gru_handwritten",
+                    "--budget", "smoke", "--out", str(tmp_path), "--data-dir", str(shared_data))
+    assert result.exit_code == 0, result.output
+    assert "1 ok, 1 already done" in result.output
+    assert sorted(r["task"] for r in ResultsStore(tmp_path).rows()) == ["mnist-pixel", "mnist-row"]
