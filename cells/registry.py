@@ -32,6 +32,11 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def remove(self, name: str) -> T:
+        """Unregister `name` (for entries registered for a while, e.g. by a test)."""
+        self.get(name)
+        return self._entries.pop(name)
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

@@ -31,10 +31,6 @@ class NaNLSTM(LSTMFused):
         return output * float("nan"), tuple(s * float("nan") for s in state)
 
 
-if "nan_lstm_for_tests" not in CELLS:
-    register_cell("nan_lstm_for_tests", NaNLSTM, "test-only: an LSTM whose outputs are NaN")
-
-
 def invoke(*args, env=None):
     result = runner.invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
     return result
@@ -44,9 +40,13 @@ def invoke(*args, env=None):
 def smoke_out(shared_data, tmp_path_factory):
     """One matrix: 2 cells x 2 seeds, plus a cell that fails; shared by the tests below."""
     out = tmp_path_factory.mktemp("smoke")
-    result = invoke("run", "--task", "mnist-row", "--cell", "gru_fused", "--cell", "nan_lstm_for_tests",
-                    "--cell", "lstm_handwritten", "--seed", "0", "--seed", "1", "--budget", "smoke",
-                    "--out", str(out), "--data-dir", str(shared_data), "--no-download")
+    register_cell("nan_lstm_for_tests", NaNLSTM, "test-only: an LSTM whose outputs are NaN")
+    try:
+        result = invoke("run", "--task", "mnist-row", "--cell", "gru_fused", "--cell", "nan_lstm_for_tests",
+                        "--cell", "lstm_handwritten", "--seed", "0", "--seed", "1", "--budget", "smoke",
+                        "--out", str(out), "--data-dir", str(shared_data), "--no-download")
+    finally:
+        CELLS.remove("nan_lstm_for_tests")
     return out, result
 
 
