@@ -53,8 +53,10 @@ class RunConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.hidden_size is not None and (not isinstance(self.hidden_size, int) or self.hidden_size < 1):
             raise ValueError(f"hidden_size must be a positive integer, got {self.hidden_size!r}")
-        if not 0 <= self.dropout < 1 or (self.dropout > 0 and self.num_layers == 1):
-            raise ValueError(f"dropout must be in [0, 1) and needs num_layers > 1, got dropout={self.dropout}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if self.dropout > 0 and self.num_layers == 1:
+            raise ValueError(f"dropout={self.dropout} acts between layers, so it needs num_layers > 1 (--layers)")
         if self.resolved_accelerator() == "cuda" and not torch.cuda.is_available():
             raise ValueError("accelerator 'cuda' was asked for but torch sees no CUDA device")
 

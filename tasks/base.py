@@ -54,7 +54,10 @@ class Task:
     higher_is_better: bool = True
     budgets: dict[str, Budget] = {}  # by name: smoke, quick, paper
 
-    def datamodule(self, data_dir: Path | None, batch_size: int, budget: str) -> L.LightningDataModule:
+    def datamodule(
+        self, data_dir: Path | None, batch_size: int, budget: str, download: bool = True
+    ) -> L.LightningDataModule:
+        """The data; `download`: fetch missing files (in `prepare_data`, one process)."""
         raise NotImplementedError
 
     def network(self, model: ModelConfig) -> nn.Module:
