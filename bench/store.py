@@ -1,31 +1,8 @@
 """The results store: one SQLite file, `OUT/results.sqlite`, table `runs`, one row per run.
 
 A row is written in one transaction when its run ends (ok, failed or skipped), so a killed
-process loses no finished run and leaves no half row. Columns:
-
-| column | meaning |
-| --- | --- |
-| run_id | hash of the run's identity: task, task version, cell, seed, budget, model, devices |
-| task, task_version, cell, seed, budget | what ran |
-| num_layers, hidden_size, bidirectional, devices | the model size and how many devices trained it |
-| status | `ok`, `failed` (error set) or `skipped` (error holds the reason) |
-| error | the exception's type and message, or NULL |
-| metric_name, metric_value, higher_is_better | the task's primary metric on the test set |
-| best_val_metric | the best value of the primary metric on the validation set over the epochs |
-| test_samples | how many test samples the metric is over (the smoke budget tests on a few) |
-| metrics | JSON: every test metric |
-| train_seconds | wall time of the fit (training and validation) |
-| step_ms_median, step_ms_iqr | median and interquartile range of training step time (warm-up left out) |
-| samples_per_s | training samples per second, from the median step time (all devices) |
-| peak_memory_bytes, memory_kind | the peak, and what it measures (CUDA allocator peak, or on CPU saved-for-backward + params + optimiser state) |
-| saved_bytes, params_bytes, optimizer_bytes | the parts: bytes saved for backward in one step (CPU), parameters, optimiser state |
-| parameters | number of trainable parameters |
-| epochs, steps | epochs and optimiser steps trained |
-| device | e.g. `cpu: AMD EPYC 7B13` or `cuda: NVIDIA H100` |
-| environment | JSON: python, torch, lightning, CUDA versions, CPU/GPU model, hostname |
-| git_revision | the rnnbench revision that ran it |
-| config | JSON: the full run configuration |
-| started_at, finished_at | UTC, ISO 8601 |
+process loses no finished run and leaves no half row. The columns are described in the
+README ("Results store"); a test keeps the two in step.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -209,3 +210,10 @@ def test_killed_process_loses_no_finished_run_and_leaves_no_half_row(shared_data
     assert result.exit_code == 0, result.output
     assert "1 ok, 1 already done" in result.output
     assert sorted(r["task"] for r in ResultsStore(tmp_path).rows()) == ["mnist-pixel", "mnist-row"]
+
+
+def test_readme_documents_every_column():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Results store") :]
+    for column in COLUMNS:
+        assert f"`{column}`" in section, column
