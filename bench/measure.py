@@ -57,6 +57,7 @@ class Measure(L.Callback):
         self.monitor, self.mode = monitor, mode
         self.best_val: float | None = None
         self.step_seconds: list[float] = []
+        self.tokens: list[int] = []  # tokens per training step, for tasks that count tokens
         self.samples_per_step = 0
         self.fit_seconds = 0.0
         self.memory: dict[str, float] = {}
@@ -81,6 +82,9 @@ class Measure(L.Callback):
         self._sync(trainer)
         self.step_seconds.append(self.clock() - self._step_start)
         self.samples_per_step = pl_module.task.samples_in(batch) * trainer.world_size
+        tokens = pl_module.task.tokens_in(batch)
+        if tokens is not None:
+            self.tokens.append(tokens * trainer.world_size)
         if self._saved is not None and "saved_bytes" not in self.memory:
             self._saved.__exit__(None, None, None)
             self.memory["saved_bytes"] = self._saved.nbytes
@@ -115,6 +119,11 @@ class Measure(L.Callback):
             if isinstance(value, (int, float)):
                 trainer.callback_metrics[f"measure/{key}"] = torch.tensor(float(value), dtype=torch.float64)
 
+    def tokens_per_second(self) -> float:
+        """Tokens over time of the timed steps (batches differ in tokens, so not from the median)."""
+        start = WARMUP_STEPS if len(self.step_seconds) > WARMUP_STEPS else 0
+        return sum(self.tokens[start:]) / sum(self.step_seconds[start:])
+
     def summary(self) -> dict[str, float | str]:
         timed = self.step_seconds[WARMUP_STEPS:] or self.step_seconds
         median = statistics.median(timed) if timed else float("nan")
@@ -125,6 +134,7 @@ class Measure(L.Callback):
             "step_ms_median": 1e3 * median,
             "step_ms_iqr": 1e3 * (q[2] - q[0]),
             "samples_per_s": samples_per_second(self.samples_per_step, median),
+            **({"tokens_per_s": self.tokens_per_second()} if self.tokens else {}),
             "fit_seconds": self.fit_seconds,
             **({"best_val": self.best_val} if self.best_val is not None else {}),
             **self.memory,

@@ -18,25 +18,22 @@ class BenchModule(L.LightningModule):
         self.val_metrics = task.metrics().clone(prefix="val/")
         self.test_metrics = task.metrics().clone(prefix="test/")
 
-    def forward(self, x):
-        return self.network(x)
+    def forward(self, *args):
+        return self.network(*args)
 
     def training_step(self, batch, batch_idx):
-        x, target = batch
-        loss = self.task.loss(self.network(x), target)
+        loss = self.task.training_loss(self.network, batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def _evaluate(self, batch, metrics, stage):
-        x, target = batch
-        output = self.network(x)
-        self.log(f"{stage}/loss", self.task.loss(output, target), sync_dist=True)
-        metrics.update(output, target)
-        if stage == "test":  # how many samples the test metrics cover (the smoke budget tests on a few)
-            self.log("test/samples", float(len(target)), reduce_fx="sum", sync_dist=True)
+        loss = self.task.evaluate(self.network, batch, metrics, stage)
+        self.log(f"{stage}/loss", loss, sync_dist=True)
         self.log_dict(metrics, prog_bar=stage == "val")
+        if stage == "test":  # how many samples the test metrics cover (the smoke budget tests on a few)
+            self.log("test/samples", float(self.task.samples_in(batch)), reduce_fx="sum", sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, self.val_metrics, "val")

@@ -39,9 +39,10 @@ class RunConfig:
     dropout: float = 0.0  # between stacked layers
     devices: int = 1  # > 1: one run trained with DDP over that many devices
     accelerator: str = "auto"  # auto: cuda when available, else cpu
+    task_options: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, see the task's `options`
 
     def __post_init__(self):
-        TASKS.get(self.task)
+        self.task_spec()
         CELLS.get(self.cell)
         if self.budget not in BUDGETS:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
@@ -60,6 +61,10 @@ class RunConfig:
         if self.resolved_accelerator() == "cuda" and not torch.cuda.is_available():
             raise ValueError("accelerator 'cuda' was asked for but torch sees no CUDA device")
 
+    def task_spec(self):
+        """The registered task with this run's options set."""
+        return TASKS.get(self.task).configured(dict(self.task_options))
+
     def resolved_accelerator(self) -> str:
         if self.accelerator == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
@@ -70,9 +75,10 @@ class RunConfig:
         return self.hidden_size or TASKS.get(self.task).budget(self.budget).hidden_size
 
     def identity(self) -> dict[str, Any]:
-        task = TASKS.get(self.task)
+        task = self.task_spec()
         return {
-            "task": self.task, "task_version": task.version, "cell": self.cell, "seed": self.seed,
+            "task": self.task, "task_version": task.version, "task_config": task.config(),
+            "cell": self.cell, "seed": self.seed,
             "budget": self.budget, "num_layers": self.num_layers, "hidden_size": self.resolved_hidden_size,
             "bidirectional": self.bidirectional, "dropout": self.dropout, "devices": self.devices,
             "accelerator": self.resolved_accelerator(),
@@ -85,7 +91,8 @@ class RunConfig:
     @property
     def label(self) -> str:
         model = f"{self.num_layers}x{self.resolved_hidden_size}" + ("-bi" if self.bidirectional else "")
-        return f"{self.task} {self.cell} {model} seed={self.seed} budget={self.budget}"
+        options = "".join(f" {k}={v}" for k, v in self.task_options)
+        return f"{self.task}{options} {self.cell} {model} seed={self.seed} budget={self.budget}"
 
 
 def expand(tasks: Iterable[str], cells: Iterable[str], seeds: Iterable[int], **common: Any) -> list[RunConfig]:
@@ -114,7 +121,7 @@ def _now() -> str:
 
 
 def _base_record(config: RunConfig) -> dict[str, Any]:
-    task = TASKS.get(config.task)
+    task = config.task_spec()
     identity = config.identity()
     return {
         "run_id": config.run_id, "task": config.task, "task_version": task.version, "cell": config.cell,
@@ -123,7 +130,7 @@ def _base_record(config: RunConfig) -> dict[str, Any]:
         "metric_name": task.primary_metric, "higher_is_better": int(task.higher_is_better),
         "device": device_name(config.resolved_accelerator()), "environment": environment(config.resolved_accelerator()),
         "git_revision": git_revision(),
-        "config": {**identity, "task_config": task.config(), "budget_config": asdict(task.budget(config.budget))},
+        "config": {**identity, "budget_config": asdict(task.budget(config.budget))},
         "started_at": _now(),
     }
 
@@ -131,18 +138,19 @@ def _base_record(config: RunConfig) -> dict[str, Any]:
 def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wandb: bool = False,
             progress: bool = False, download: bool = True) -> dict[str, Any]:
     """Train and test one run; return its record (status ok). Raises on failure."""
-    task = TASKS.get(config.task)
+    task = config.task_spec()
     budget = task.budget(config.budget)
     record = _base_record(config)
+    run_dir = out / "runs" / config.run_id
     L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download, run_dir=run_dir)
+    datamodule.prepare_data()  # here, before the network: a task may size its network by the data
     model = ModelConfig(config.cell, config.resolved_hidden_size, config.num_layers, config.bidirectional, config.dropout)
-    network = task.network(model)
+    network = task.network(model, datamodule, config.budget)
     module = BenchModule(network, task, budget, config=record["config"])
-    datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download)
 
     monitor = f"val/{task.primary_metric}"
     mode = "max" if task.higher_is_better else "min"
-    run_dir = out / "runs" / config.run_id
     checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1)
     measure = Measure(monitor=monitor, mode=mode)
     logger = False
@@ -173,6 +181,8 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         tested = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
         if trainer.interrupted:
             raise KeyboardInterrupt
+        # the network holds the tested (best) weights here, also after ddp_spawn
+        artifacts = task.artifacts(network, datamodule, run_dir)
         if use_wandb:
             logger.log_metrics({f"summary/{k}": v for k, v in measured.items()})
     finally:
@@ -189,7 +199,8 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         metrics={k.removeprefix("test/"): v for k, v in tested.items()},
         train_seconds=measured["fit_seconds"],
         step_ms_median=measured["step_ms_median"], step_ms_iqr=measured["step_ms_iqr"],
-        samples_per_s=measured["samples_per_s"],
+        samples_per_s=measured["samples_per_s"], tokens_per_s=measured.get("tokens_per_s"),
+        artifacts=artifacts or None,
         peak_memory_bytes=int(measured["peak_bytes"]),
         memory_kind="cuda allocator peak" if accelerator == "cuda" else "cpu: saved for backward + params + optimizer state",
         saved_bytes=int(measured["saved_bytes"]) if "saved_bytes" in measured else None,

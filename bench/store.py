@@ -36,6 +36,7 @@ COLUMNS = {
     "step_ms_median": "REAL",
     "step_ms_iqr": "REAL",
     "samples_per_s": "REAL",
+    "tokens_per_s": "REAL",
     "peak_memory_bytes": "INTEGER",
     "memory_kind": "TEXT",
     "saved_bytes": "INTEGER",
@@ -48,10 +49,11 @@ COLUMNS = {
     "environment": "TEXT",
     "git_revision": "TEXT",
     "config": "TEXT",
+    "artifacts": "TEXT",
     "started_at": "TEXT",
     "finished_at": "TEXT",
 }
-JSON_COLUMNS = ("metrics", "environment", "config")
+JSON_COLUMNS = ("metrics", "environment", "config", "artifacts")
 DONE = ("ok", "skipped")  # a re-run skips these; failed runs are tried again
 
 

@@ -1,10 +1,11 @@
-"""What a task declares: its data, its network around a cell, its metrics and its budgets."""
+"""What a task declares: its data, its network around a cell, its metrics, options and budgets."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -44,8 +45,21 @@ class ModelConfig:
     dropout: float = 0.0
 
 
+@dataclass(frozen=True)
+class Option:
+    """A task option, given as `--task-option name=value` on the command line."""
+
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+
+
 class Task:
-    """Base class of a task; a subclass is registered in `TASKS` under its `name`."""
+    """Base class of a task; an instance is registered in `TASKS` under its `name`.
+
+    The defaults suit a classifier whose batches are `(x, target)`; a task with other batches
+    overrides `training_loss` and `evaluate`.
+    """
 
     name: str = ""
     version: int = 1
@@ -53,14 +67,36 @@ class Task:
     primary_metric: str = ""  # a key of `metrics()`, e.g. "accuracy"
     higher_is_better: bool = True
     budgets: dict[str, Budget] = {}  # by name: smoke, quick, paper
+    options: dict[str, Option] = {}  # by name; values in `self.settings` once configured
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return getattr(self, "_settings", {name: option.default for name, option in self.options.items()})
+
+    def configured(self, raw: dict[str, str]) -> "Task":
+        """A copy of the task with its options set from `name -> text`; unknown names are errors."""
+        settings = dict(self.settings)
+        for name, text in raw.items():
+            if name not in self.options:
+                allowed = ", ".join(self.options) or "none"
+                raise ValueError(f"task {self.name!r} has no option {name!r}; its options: {allowed}")
+            try:
+                settings[name] = self.options[name].parse(text)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"task option {name}={text!r}: {err} ({self.options[name].help})") from None
+        task = copy.copy(self)
+        task._settings = settings
+        return task
 
     def datamodule(
-        self, data_dir: Path | None, batch_size: int, budget: str, download: bool = True
+        self, data_dir: Path | None, batch_size: int, budget: str, download: bool = True, run_dir: Path | None = None
     ) -> L.LightningDataModule:
-        """The data; `download`: fetch missing files (in `prepare_data`, one process)."""
+        """The data; `download`: fetch missing files (in `prepare_data`, one process); `run_dir`:
+        where files that belong to the run (a tokenizer, say) are saved."""
         raise NotImplementedError
 
-    def network(self, model: ModelConfig) -> nn.Module:
+    def network(self, model: ModelConfig, datamodule: L.LightningDataModule, budget: str) -> nn.Module:
+        """The network; called after `datamodule.prepare_data()`."""
         raise NotImplementedError
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
@@ -69,12 +105,31 @@ class Task:
     def metrics(self) -> MetricCollection:
         raise NotImplementedError
 
-    def config(self) -> dict[str, Any]:
-        """The task's own settings, stored with every run."""
-        return {"name": self.name, "version": self.version}
+    def training_loss(self, network: nn.Module, batch: Any) -> Tensor:
+        x, target = batch
+        return self.loss(network(x), target)
+
+    def evaluate(self, network: nn.Module, batch: Any, metrics: MetricCollection, stage: str) -> Tensor:
+        """Update `metrics` with one batch of the validation or test set; return the loss."""
+        x, target = batch
+        output = network(x)
+        metrics.update(output, target)
+        return self.loss(output, target)
 
     def samples_in(self, batch: Any) -> int:
         return len(batch[-1])
+
+    def tokens_in(self, batch: Any) -> int | None:
+        """Tokens in a training batch, for tasks where tokens/s means something."""
+        return None
+
+    def artifacts(self, network: nn.Module, datamodule: L.LightningDataModule, out: Path) -> dict[str, Any]:
+        """What the report shows besides numbers (example outputs, pictures), after the test."""
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        """The task's own settings, stored with every run."""
+        return {"name": self.name, "version": self.version, "options": self.settings}
 
     def budget(self, name: str) -> Budget:
         if name not in self.budgets:

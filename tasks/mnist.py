@@ -118,10 +118,10 @@ class MNISTScanTask(Task):
     def __init__(self, name: str, description: str, order: Tensor, steps: int, budgets: dict[str, Budget]):
         self.name, self.description, self.order, self.steps, self.budgets = name, description, order, steps, budgets
 
-    def datamodule(self, data_dir, batch_size, budget, download=True):
+    def datamodule(self, data_dir, batch_size, budget, download=True, run_dir=None):
         return MNISTScanData(data_dir, self.order, self.steps, batch_size, download)
 
-    def network(self, model: ModelConfig) -> nn.Module:
+    def network(self, model: ModelConfig, datamodule=None, budget=None) -> nn.Module:
         return SequenceClassifier(model, PIXELS // self.steps, 10)
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
