@@ -77,10 +77,12 @@ def list_cells() -> None:
         table.add_row(spec.name, spec.architecture, spec.twin or "-", spec.description)
     console.print(table)
     table = Table(title="tasks")
-    for column in ("name", "primary metric", "description"):
+    for column in ("name", "primary metric", "options", "description"):
         table.add_column(column, overflow="fold")
     for task in TASKS:
-        table.add_row(task.name, task.primary_metric + (" (higher is better)" if task.higher_is_better else ""), task.description)
+        options = ", ".join(f"{name}={option.default} ({option.help})" for name, option in task.options.items())
+        table.add_row(task.name, task.primary_metric + (" (higher is better)" if task.higher_is_better else ""),
+                      options or "-", task.description)
     console.print(table)
 
 
@@ -95,6 +97,7 @@ def run(
     budget: Annotated[BudgetName, typer.Option(help="smoke: seconds (tests); quick: minutes on a laptop CPU; paper: the long protocol, for GPUs.")] = BudgetName.quick,
     out: Annotated[Path, typer.Option(help="Folder of the results store (results.sqlite), checkpoints and report.")] = DEFAULT_OUT,
     data_dir: Annotated[Optional[Path], typer.Option(help="Data folder (holding mnist/); default $RNNBENCH_DATA or ~/.cache/rnnbench/data. Missing files are downloaded and verified.")] = None,
+    task_option: Annotated[Optional[list[str]], typer.Option("--task-option", "-o", help="NAME=VALUE, a task option (see `rnnbench list`); repeat for several. E.g. beam=5 or corpus=pairs.tsv.")] = None,
     layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 1,
     hidden: Annotated[Optional[int], typer.Option(help="Hidden size; default: the budget's for the task.")] = None,
     bidirectional: Annotated[bool, typer.Option("--bidirectional/--unidirectional", help="Bidirectional (BRNN) encoder.")] = False,
@@ -114,11 +117,17 @@ def run(
     from bench.store import ResultsStore
     from reports.markdown import write_report
 
+    options = []
+    for text in task_option or []:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise fail(f"--task-option must be NAME=VALUE, got {text!r}")
+        options.append((name.strip(), value.strip()))
     try:
         configs = expand(
             task or DEFAULT_TASKS, cell or DEFAULT_CELLS, seed or [0], budget=budget.value, num_layers=layers,
             hidden_size=hidden, bidirectional=bidirectional, dropout=dropout, devices=devices,
-            accelerator=accelerator.value,
+            accelerator=accelerator.value, task_options=tuple(options),
         )
     except ValueError as err:
         raise fail(str(err)) from None

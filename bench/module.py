@@ -25,15 +25,16 @@ class BenchModule(L.LightningModule):
         loss = self.task.training_loss(self.network, batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, batch_size=self.task.samples_in(batch))
         return loss
 
     def _evaluate(self, batch, metrics, stage):
-        loss = self.task.evaluate(self.network, batch, metrics, stage)
-        self.log(f"{stage}/loss", loss, sync_dist=True)
-        self.log_dict(metrics, prog_bar=stage == "val")
+        loss = self.task.evaluate(self.network, batch, metrics, stage, self.trainer.datamodule)
+        size = self.task.samples_in(batch)
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=size)
+        self.log_dict(metrics, prog_bar=stage == "val", batch_size=size)
         if stage == "test":  # how many samples the test metrics cover (the smoke budget tests on a few)
-            self.log("test/samples", float(self.task.samples_in(batch)), reduce_fx="sum", sync_dist=True)
+            self.log("test/samples", float(size), reduce_fx="sum", sync_dist=True, batch_size=size)
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, self.val_metrics, "val")

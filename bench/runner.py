@@ -151,7 +151,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
 
     monitor = f"val/{task.primary_metric}"
     mode = "max" if task.higher_is_better else "min"
-    checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1)
     measure = Measure(monitor=monitor, mode=mode)
     logger = False
     if use_wandb:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.runner import wandb_mode
-from reports.markdown import COLUMNS, leaderboard, table_rows
+from reports.markdown import leaderboard, task_table
 
 
 def log_leaderboard(rows: list[dict[str, Any]], out: Path) -> None:
@@ -17,7 +17,8 @@ def log_leaderboard(rows: list[dict[str, Any]], out: Path) -> None:
                      name="leaderboard", dir=str(out), mode=wandb_mode())
     try:
         for task, entries in leaderboard(rows).items():
-            run.log({f"leaderboard/{task}": wandb.Table(columns=COLUMNS, data=table_rows(entries))})
+            header, body = task_table(entries)
+            run.log({f"leaderboard/{task}": wandb.Table(columns=header, data=body)})
             run.summary[f"leaderboard/{task}/best_cell"] = entries[0]["cell"]
     finally:
         run.finish()

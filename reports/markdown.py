@@ -1,7 +1,7 @@
 """The report: pure functions from stored run records to markdown tables and plots (no torch).
 
     rows = ResultsStore(out).rows()
-    text = render(rows, plots={"mnist-row": "mnist-row.png"})
+    text = render(rows, plots={"mnist-row": "report-mnist-row.png"})
 """
 
 from __future__ import annotations
@@ -11,17 +11,21 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-PERCENT_METRICS = {"accuracy"}
-COLUMNS = ["cell", "model", "metric", "best val", "n", "test samples", "train s", "step ms", "samples/s", "peak memory", "parameters"]
+PERCENT_METRICS = {"accuracy"}  # stored as fractions, shown as %
+NOT_SHOWN = {"loss", "samples"}  # test metrics kept in the store but not in the tables
 
 
 def _model(row: dict[str, Any]) -> str:
     text = f"{row['num_layers']}x{row['hidden_size']}" + (" bi" if row["bidirectional"] else "")
-    return text + (f" {row['devices']} dev" if row.get("devices", 1) > 1 else "")
+    return text + (f" {row['devices']} dev" if (row.get("devices") or 1) > 1 else "")
 
 
 def _scale(name: str) -> float:
     return 100.0 if name in PERCENT_METRICS else 1.0
+
+
+def _label(name: str) -> str:
+    return f"{name} (%)" if name in PERCENT_METRICS else name
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -33,6 +37,10 @@ def _bytes(n: float | None) -> str:
     return "-" if n is None else f"{n / 2**20:.2f} MiB"
 
 
+def _mean_pm(mean: float, std: float | None) -> str:
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
 def groups(rows: list[dict[str, Any]]) -> dict[str, dict[tuple, list[dict]]]:
     """ok runs by task, then by (cell, model, budget): the seeds of one configuration together."""
     out: dict[str, dict[tuple, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -42,57 +50,83 @@ def groups(rows: list[dict[str, Any]]) -> dict[str, dict[tuple, list[dict]]]:
     return out
 
 
-def leaderboard(rows: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[list[Any]]]]:
-    """Per task: column names and one row per (cell, model, budget), best primary metric first.
-
-    The same rows go into the markdown report and into W&B tables.
-    """
+def leaderboard(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per task: one entry per (cell, model, budget) with figures over its seeds, best first."""
     tables = {}
     for task, configs in sorted(groups(rows).items()):
         body = []
         for (cell, model, budget), runs in configs.items():
             name = runs[0]["metric_name"]
             scale = _scale(name)
-            mean, std = mean_std([r["metric_value"] * scale for r in runs])
+            others = sorted({k for r in runs for k in (r["metrics"] or {})} - NOT_SHOWN - {name})
             vals = [r["best_val_metric"] * scale for r in runs if r["best_val_metric"] is not None]
+            tokens = [r["tokens_per_s"] for r in runs if r.get("tokens_per_s")]
             body.append({
                 "cell": cell, "model": model, "budget": budget, "metric_name": name,
-                "metric_mean": mean, "metric_std": std, "n": len(runs),
+                "metric": mean_std([r["metric_value"] * scale for r in runs]), "n": len(runs),
+                "others": {k: mean_std([r["metrics"][k] * _scale(k) for r in runs if k in r["metrics"]]) for k in others},
                 "best_val_mean": statistics.fmean(vals) if vals else None,
+                "test_samples": min(r["test_samples"] or 0 for r in runs),
                 "train_s": statistics.fmean(r["train_seconds"] for r in runs),
                 "step_ms": statistics.median(r["step_ms_median"] for r in runs),
                 "samples_per_s": statistics.median(r["samples_per_s"] for r in runs),
+                "tokens_per_s": statistics.median(tokens) if tokens else None,
                 "peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs),
                 "parameters": runs[0]["parameters"],
-                "test_samples": min(r["test_samples"] or 0 for r in runs),
                 "higher_is_better": bool(runs[0]["higher_is_better"]),
+                "runs": runs,
             })
-        body.sort(key=lambda r: -r["metric_mean"] if r["higher_is_better"] else r["metric_mean"])
+        body.sort(key=lambda e: -e["metric"][0] if e["higher_is_better"] else e["metric"][0])
         tables[task] = body
     return tables
 
 
-def _metric_cell(entry: dict[str, Any]) -> str:
-    text = f"{entry['metric_mean']:.2f}"
-    return text + (f" ± {entry['metric_std']:.2f}" if entry["metric_std"] is not None else "")
-
-
-def table_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
-    return [
-        [
-            e["cell"], f"{e['model']} {e['budget']}", _metric_cell(e),
-            "-" if e["best_val_mean"] is None else f"{e['best_val_mean']:.2f}", str(e["n"]), str(e["test_samples"]),
-            f"{e['train_s']:.1f}", f"{e['step_ms']:.2f}", f"{e['samples_per_s']:.0f}",
+def task_table(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of one task's table: the markdown report and W&B show the same."""
+    name = entries[0]["metric_name"]
+    others = sorted({k for e in entries for k in e["others"]})
+    with_tokens = any(e["tokens_per_s"] for e in entries)
+    header = ["cell", "model", f"test {_label(name)}, mean ± std", f"best val {_label(name)}",
+              *[f"test {_label(k)}" for k in others], "n", "test samples", "train s", "step ms", "samples/s",
+              *(["tokens/s"] if with_tokens else []), "peak memory", "parameters"]
+    body = []
+    for e in entries:
+        body.append([
+            e["cell"], f"{e['model']} {e['budget']}", _mean_pm(*e["metric"]),
+            "-" if e["best_val_mean"] is None else f"{e['best_val_mean']:.2f}",
+            *[_mean_pm(*e["others"][k]) if k in e["others"] else "-" for k in others],
+            str(e["n"]), str(e["test_samples"]), f"{e['train_s']:.1f}", f"{e['step_ms']:.2f}",
+            f"{e['samples_per_s']:.0f}", *([f"{e['tokens_per_s']:.0f}" if e["tokens_per_s"] else "-"] if with_tokens else []),
             _bytes(e["peak_memory_bytes"]), f"{e['parameters']:,}",
-        ]
-        for e in entries
-    ]
+        ])
+    return header, body
 
 
 def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    def cell(text) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in body]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in body]
     return "\n".join(lines)
+
+
+def _examples(entries: list[dict[str, Any]]) -> list[str]:
+    """Example outputs a reader can judge, for the first seed of each configuration."""
+    out = []
+    for e in entries:
+        artifacts = e["runs"][0].get("artifacts") or {}
+        if artifacts.get("examples"):
+            out += [f"**{e['cell']} {e['model']} {e['budget']}** (seed {e['runs'][0]['seed']})", ""]
+            out += [markdown_table(["source", "reference", "output"],
+                                   [[x["source"], x["reference"], x["hypothesis"]] for x in artifacts["examples"]]), ""]
+    if out:
+        out = ["### Examples from the test set", ""] + out
+    signatures = sorted({f"{k.removesuffix('_signature')}: `{v}`" for e in entries for r in e["runs"]
+                         for k, v in (r.get("artifacts") or {}).items() if k.endswith("_signature")})
+    if signatures:
+        out += ["SacreBLEU signatures: " + "; ".join(signatures) + ".", ""]
+    return out
 
 
 def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None) -> str:
@@ -100,22 +134,17 @@ def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None) -> s
     out = ["# rnnbench report", ""]
     if not rows:
         return "\n".join(out + ["No runs stored yet: run `rnnbench run ...` first.", ""])
-    done = sum(r["status"] == "ok" for r in rows)
-    out += [f"{len(rows)} runs stored: {done} ok, {sum(r['status'] == 'failed' for r in rows)} failed, "
-            f"{sum(r['status'] == 'skipped' for r in rows)} skipped.", ""]
+    count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
+    out += [f"{len(rows)} runs stored: {count['ok']} ok, {count['failed']} failed, {count['skipped']} skipped.", ""]
     memory_kinds = sorted({r["memory_kind"] for r in rows if r["status"] == "ok"})
     for task, entries in leaderboard(rows).items():
-        name = entries[0]["metric_name"]
-        unit = " (%)" if name in PERCENT_METRICS else ""
-        header = list(COLUMNS)
-        header[2] = f"test {name}{unit}, mean ± std"
-        header[3] = f"best val {name}{unit}"
-        out += [f"## {task}", "", markdown_table(header, table_rows(entries)), ""]
+        out += [f"## {task}", "", markdown_table(*task_table(entries)), ""]
         if task in plots:
-            out += [f"![{name} against training time, {task}]({plots[task]})", ""]
+            out += [f"![{entries[0]['metric_name']} against training time, {task}]({plots[task]})", ""]
+        out += _examples(entries)
     out += [
-        "Columns: test metric over the seeds (n); best validation value; training wall time (fit, with "
-        "validation); median training step time; training samples per second from the median step; "
+        "Columns: test metrics as mean ± std over the seeds (n); best validation value; training wall time "
+        "(fit, with validation); median training step time; training samples (and tokens) per second; "
         "peak memory, which measures: " + "; ".join(memory_kinds) + "; trainable parameters.",
         "",
     ]
@@ -145,11 +174,11 @@ def plot_metric_vs_time(task: str, entries: list[dict[str, Any]], path: Path) ->
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for e in entries:
-        ax.errorbar(e["train_s"], e["metric_mean"], yerr=e["metric_std"] or 0, fmt="o", capsize=3,
-                    label=f"{e['cell']} {e['model']}")
+        mean, std = e["metric"]
+        ax.errorbar(e["train_s"], mean, yerr=std or 0, fmt="o", capsize=3, label=f"{e['cell']} {e['model']}")
     name = entries[0]["metric_name"]
     ax.set_xlabel("training time (s)")
-    ax.set_ylabel(f"test {name}" + (" (%)" if name in PERCENT_METRICS else ""))
+    ax.set_ylabel(f"test {_label(name)}")
     ax.set_title(task)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -109,7 +109,9 @@ class Task:
         x, target = batch
         return self.loss(network(x), target)
 
-    def evaluate(self, network: nn.Module, batch: Any, metrics: MetricCollection, stage: str) -> Tensor:
+    def evaluate(
+        self, network: nn.Module, batch: Any, metrics: MetricCollection, stage: str, datamodule: Any = None
+    ) -> Tensor:
         """Update `metrics` with one batch of the validation or test set; return the loss."""
         x, target = batch
         output = network(x)

@@ -1,0 +1,412 @@
+"""Translation with an RNN encoder-decoder (Cho et al. 2014; Sutskever et al. 2014).
+
+    rnnbench run --task translation-de-en --cell lstm_fused --cell gru_fused --cell rnn_fused
+    rnnbench run --task translation-de-en-attention --cell gru_fused --bidirectional --task-option beam=5
+    rnnbench run --task translation-tsv --task-option corpus=deu.txt --cell lstm_fused
+
+The encoder and the decoder are two instances of the chosen cell (any registered cell); the
+encoder may be bidirectional, its final state is bridged to the decoder's initial state. The
+`-attention` variants add additive attention (the scoring of Bahdanau et al. 2015) over the
+encoder outputs, applied to the decoder's outputs (the placement of Luong et al. 2015), so that
+teacher forcing runs the decoder over the whole target in one call of the cell. Source and
+target share one BPE vocabulary (Hugging Face `tokenizers`) trained on the training split and
+saved with the run. Validation decodes greedily; the test decodes greedily or with beam search
+(`--task-option beam=K`). Metrics: corpus BLEU and chrF with SacreBLEU's standard settings
+(signatures stored with the run), and token-level perplexity under teacher forcing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torchmetrics
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from cells import build_cell
+from tasks.base import Budget, ModelConfig, Option, Task, register_task
+from tasks.mnist_data import DataError
+from tasks.translation_data import Corpus, find_ding, parse_ding, parse_tsv, split_pairs
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>"]
+MAX_TRAIN_TOKENS = 48  # longer training pairs (either side, in BPE tokens) are left out and counted
+VOCAB_SIZE = {"smoke": 400, "quick": 4000, "paper": 8000}
+EXAMPLES = 6
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class SacreBLEUStat(torchmetrics.Metric):
+    """A SacreBLEU corpus metric (BLEU or chrF, 0-100) from summed sufficient statistics.
+
+    Summing the per-sentence statistics and scoring the sum is how SacreBLEU computes a corpus
+    score; keeping only the sums makes the metric add up across batches and DDP processes.
+    """
+
+    full_state_update = False
+
+    def __init__(self, kind: str):
+        super().__init__()
+        from sacrebleu.metrics import BLEU, CHRF
+
+        self.kind = kind
+        self.scorer = {"bleu": BLEU, "chrf": CHRF}[kind]()
+        width = len(self.scorer._extract_corpus_statistics(["a"], [["a"]])[0])
+        self.add_state("stats", default=torch.zeros(width, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, hypotheses: list[str], references: list[str]) -> None:
+        stats = np.asarray(self.scorer._extract_corpus_statistics(hypotheses, [references]), dtype=np.float64)
+        self.stats += torch.from_numpy(stats.sum(axis=0)).to(self.stats.device)
+
+    def compute(self) -> Tensor:
+        counts = [int(round(v)) for v in self.stats.tolist()]
+        return torch.tensor(self.scorer._compute_score_from_stats(counts).score)
+
+    def signature(self) -> str:
+        self.scorer.corpus_score(["a"], [["a"]])  # a signature needs one scoring
+        return str(self.scorer.get_signature())
+
+
+# ---------------------------------------------------------------- data
+
+
+class TranslationData(L.LightningDataModule):
+    def __init__(self, load_corpus, batch_size: int, vocab_size: int, run_dir: Path | None):
+        super().__init__()
+        self.load_corpus, self.batch_size, self.vocab_size_wanted = load_corpus, batch_size, vocab_size
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.tokenizer = None
+
+    @property
+    def tokenizer_path(self) -> Path:
+        if self.run_dir is None:
+            raise ValueError("the translation task needs a run folder to save its tokenizer in")
+        return self.run_dir / "tokenizer.json"
+
+    def prepare_data(self) -> None:
+        """Parse, split, and train the BPE tokenizer on the training split (once per run)."""
+        if self.tokenizer_path.is_file():
+            return
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+        corpus = self.load_corpus()
+        splits = split_pairs(corpus)
+        tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+        tokenizer.normalizer = normalizers.NFC()
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=self.vocab_size_wanted, min_frequency=2,
+                                      special_tokens=SPECIAL_TOKENS, show_progress=False)
+        tokenizer.train_from_iterator((text for pair in splits["train"] for text in pair), trainer=trainer)
+        self.tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.tokenizer_path.with_suffix(".tmp")
+        tokenizer.save(str(tmp))
+        tmp.replace(self.tokenizer_path)
+
+    def load_tokenizer(self):
+        if self.tokenizer is None:
+            from tokenizers import Tokenizer
+
+            self.tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
+        return self.tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.load_tokenizer().get_vocab_size()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.load_tokenizer().encode_batch(texts)]
+
+    def decode(self, ids: list[int]) -> str:
+        if EOS in ids:
+            ids = ids[: ids.index(EOS)]
+        return self.load_tokenizer().decode(ids, skip_special_tokens=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "splits"):
+            return
+        self.corpus: Corpus = self.load_corpus()
+        pairs = split_pairs(self.corpus)
+        self.splits = {}
+        for name, split in pairs.items():
+            sources, targets = self.encode([s for s, _ in split]), self.encode([t for _, t in split])
+            items = list(zip(sources, targets, split))
+            if name == "train":
+                kept = [i for i in items if len(i[0]) <= MAX_TRAIN_TOKENS and len(i[1]) <= MAX_TRAIN_TOKENS]
+                if len(kept) < len(items):
+                    self.corpus.counts[f"training pairs over {MAX_TRAIN_TOKENS} tokens left out"] = len(items) - len(kept)
+                items = kept
+            self.splits[name] = items
+
+    @staticmethod
+    def collate(items) -> dict:
+        sources = [torch.tensor(s) for s, _, _ in items]
+        targets = [torch.tensor(t) for _, t, _ in items]
+        pad = nn.utils.rnn.pad_sequence
+        bos, eos = torch.tensor([BOS]), torch.tensor([EOS])
+        return {
+            "src": pad(sources, batch_first=True, padding_value=PAD),  # (B, S)
+            "src_len": torch.tensor([max(len(s), 1) for s in sources]),  # (B,)
+            "tgt_in": pad([torch.cat([bos, t]) for t in targets], batch_first=True, padding_value=PAD),  # (B, T)
+            "tgt_out": pad([torch.cat([t, eos]) for t in targets], batch_first=True, padding_value=PAD),  # (B, T)
+            "source_text": [p[0] for _, _, p in items],
+            "target_text": [p[1] for _, _, p in items],
+        }
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.splits[name], batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate)
+
+    def train_dataloader(self):
+        return self._loader("train", True)
+
+    def val_dataloader(self):
+        return self._loader("val", False)
+
+    def test_dataloader(self):
+        return self._loader("test", False)
+
+
+# ---------------------------------------------------------------- model
+
+
+class AdditiveAttention(nn.Module):
+    """score(q, k) = v . tanh(W_q q + W_k k) (Bahdanau et al. 2015), softmax over real source steps."""
+
+    def __init__(self, query_size: int, key_size: int, size: int):
+        super().__init__()
+        self.query = nn.Linear(query_size, size, bias=False)
+        self.key = nn.Linear(key_size, size)
+        self.score = nn.Linear(size, 1, bias=False)
+
+    def forward(self, queries: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        # queries (B, T, Q), keys (B, S, K), mask (B, S) True at real steps -> context (B, T, K)
+        scores = self.score(torch.tanh(self.query(queries)[:, :, None] + self.key(keys)[:, None])).squeeze(-1)
+        weights = scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)  # (B, T, S)
+        return weights @ keys
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, model: ModelConfig, vocab_size: int, attention: bool):
+        super().__init__()
+        hidden = model.hidden_size
+        embed = min(hidden, 256)
+        self.embedding = nn.Embedding(vocab_size, embed, padding_idx=PAD)  # shared: one BPE vocabulary
+        self.encoder = build_cell(model.cell, embed, hidden, model.num_layers, model.bidirectional, model.dropout)
+        self.decoder = build_cell(model.cell, embed, hidden, model.num_layers, False, model.dropout)
+        directions = self.encoder.num_directions
+        # encoder final state (per layer, all directions) -> decoder initial state, per state tensor
+        self.bridge = nn.ModuleList(nn.Linear(directions * hidden, hidden) for _ in range(self.decoder.state_size))
+        self.attention = AdditiveAttention(hidden, directions * hidden, hidden) if attention else None
+        self.combine = nn.Linear(hidden + directions * hidden, hidden) if attention else None
+        self.generator = nn.Linear(hidden, vocab_size)
+
+    def encode(self, src: Tensor, src_len: Tensor):
+        memory, state = self.encoder(self.embedding(src), lengths=src_len)  # (B, S, D*H)
+        layers, directions = self.encoder.num_layers, self.encoder.num_directions
+        bridged = []
+        for bridge, s in zip(self.bridge, state):  # s (L*D, B, H)
+            per_layer = s.view(layers, directions, s.shape[1], s.shape[2]).permute(0, 2, 1, 3)  # (L, B, D, H)
+            bridged.append(torch.tanh(bridge(per_layer.reshape(layers, s.shape[1], -1))).contiguous())  # (L, B, H)
+        mask = torch.arange(src.shape[1], device=src.device)[None] < src_len.to(src.device)[:, None]  # (B, S)
+        return memory, mask, tuple(bridged)
+
+    def decode(self, tgt_in: Tensor, state, memory: Tensor, mask: Tensor):
+        output, state = self.decoder(self.embedding(tgt_in), state)  # (B, T, H)
+        if self.attention is not None:
+            context = self.attention(output, memory, mask)  # (B, T, D*H)
+            output = torch.tanh(self.combine(torch.cat([output, context], dim=-1)))
+        return self.generator(output), state  # (B, T, V)
+
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
+        memory, mask, state = self.encode(src, src_len)
+        return self.decode(tgt_in, state, memory, mask)[0]
+
+    @torch.no_grad()
+    def greedy(self, src: Tensor, src_len: Tensor, max_len: int) -> Tensor:
+        memory, mask, state = self.encode(src, src_len)
+        token = torch.full((src.shape[0], 1), BOS, dtype=torch.long, device=src.device)
+        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
+        out = []
+        for _ in range(max_len):
+            logits, state = self.decode(token, state, memory, mask)
+            token = logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+            out.append(token)
+            done |= token[:, 0] == EOS
+            if done.all():
+                break
+        return torch.cat(out, dim=1)  # (B, <= max_len)
+
+    @torch.no_grad()
+    def beam_search(self, src: Tensor, src_len: Tensor, max_len: int, beam: int, alpha: float = 0.6) -> Tensor:
+        """Beam search; finished hypotheses are ranked by log-probability / length ** alpha."""
+        batch = src.shape[0]
+        memory, mask, state = self.encode(src, src_len)
+        memory, mask = memory.repeat_interleave(beam, 0), mask.repeat_interleave(beam, 0)
+        state = tuple(s.repeat_interleave(beam, 1) for s in state)  # (L, B*K, H)
+        scores = torch.full((batch, beam), float("-inf"), device=src.device)
+        scores[:, 0] = 0.0  # one live beam at the start
+        tokens = torch.full((batch, beam, 1), BOS, dtype=torch.long, device=src.device)
+        lengths = torch.zeros(batch, beam, device=src.device)
+        ended = torch.zeros(batch, beam, dtype=torch.bool, device=src.device)
+        for _ in range(max_len):
+            logits, state = self.decode(tokens[:, :, -1].reshape(-1, 1), state, memory, mask)
+            logp = logits[:, -1].log_softmax(-1).view(batch, beam, -1)  # (B, K, V)
+            # an ended beam continues only with padding, at no cost
+            frozen = torch.full_like(logp[0, 0], float("-inf"))
+            frozen[PAD] = 0.0
+            logp = torch.where(ended[..., None], frozen, logp)
+            total = (scores[..., None] + logp).view(batch, -1)  # (B, K*V)
+            scores, index = total.topk(beam, dim=-1)
+            origin, token = index // logp.shape[-1], index % logp.shape[-1]  # (B, K)
+            flat = (origin + torch.arange(batch, device=src.device)[:, None] * beam).view(-1)
+            state = tuple(s.index_select(1, flat) for s in state)
+            tokens = torch.cat([tokens.view(batch * beam, -1)[flat].view(batch, beam, -1), token[..., None]], dim=-1)
+            ended, lengths = ended.gather(1, origin), lengths.gather(1, origin)
+            lengths = lengths + (~ended).float()
+            ended = ended | (token == EOS)
+            if ended.all():
+                break
+        best = (scores / lengths.clamp(min=1) ** alpha).argmax(-1)  # (B,)
+        return tokens[torch.arange(batch), best, 1:]
+
+
+# ---------------------------------------------------------------- task
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _existing_file(text: str) -> str:
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return str(path.resolve())
+
+
+BUDGETS = {
+    "smoke": Budget(max_epochs=1, batch_size=32, hidden_size=32, lr=3e-3, train_batches=6, val_batches=1, test_batches=2,
+                    note="6 training batches: checks the path, not quality"),
+    "quick": Budget(max_epochs=8, batch_size=64, hidden_size=256, lr=3e-3, note="8 epochs, minutes on a laptop CPU"),
+    "paper": Budget(max_epochs=30, batch_size=64, hidden_size=512, lr=1e-3, note="30 epochs, hidden 512"),
+}
+
+
+class TranslationTask(Task):
+    primary_metric = "bleu"
+    higher_is_better = True
+    budgets = BUDGETS
+
+    def __init__(self, name: str, description: str, attention: bool, tsv: bool):
+        self.name, self.description, self.attention, self.tsv = name, description, attention, tsv
+        self.options = {"beam": Option(1, _positive_int, "beam width for the test; 1 decodes greedily")}
+        if tsv:
+            self.options["corpus"] = Option(None, _existing_file, "path of a source<TAB>target file")
+
+    def load_corpus(self, data_dir) -> Corpus:
+        if self.tsv:
+            if not self.settings["corpus"]:
+                raise DataError(f"task {self.name} needs --task-option corpus=PATH (a source<TAB>target file)")
+            return parse_tsv(Path(self.settings["corpus"]))
+        return parse_ding(find_ding(data_dir))
+
+    def configured(self, raw):
+        task = super().configured(raw)
+        if task.tsv and not task.settings["corpus"]:
+            raise ValueError(f"task {self.name!r} needs --task-option corpus=PATH (a source<TAB>target file)")
+        return task
+
+    def datamodule(self, data_dir, batch_size, budget, download=True, run_dir=None):
+        from functools import partial
+
+        return TranslationData(partial(self.load_corpus, data_dir), batch_size, VOCAB_SIZE[budget], run_dir)
+
+    def network(self, model, datamodule, budget=None):
+        return Seq2Seq(model, datamodule.vocab_size, self.attention)
+
+    def metrics(self):
+        return torchmetrics.MetricCollection({
+            "bleu": SacreBLEUStat("bleu"),
+            "chrf": SacreBLEUStat("chrf"),
+            "perplexity": torchmetrics.text.Perplexity(ignore_index=PAD),
+        })
+
+    def loss(self, logits, target):
+        return nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=PAD)
+
+    def training_loss(self, network, batch):
+        return self.loss(network(batch["src"], batch["src_len"], batch["tgt_in"]), batch["tgt_out"])
+
+    def translate(self, network, batch, beam: int) -> list[list[int]]:
+        max_len = int(batch["src_len"].max()) * 2 + 10
+        if beam > 1:
+            ids = network.beam_search(batch["src"], batch["src_len"], max_len, beam)
+        else:
+            ids = network.greedy(batch["src"], batch["src_len"], max_len)
+        return ids.tolist()
+
+    def evaluate(self, network, batch, metrics, stage, datamodule=None):
+        logits = network(batch["src"], batch["src_len"], batch["tgt_in"])
+        metrics["perplexity"].update(logits, batch["tgt_out"])
+        beam = self.settings["beam"] if stage == "test" else 1
+        hypotheses = [datamodule.decode(ids) for ids in self.translate(network, batch, beam)]
+        metrics["bleu"].update(hypotheses, batch["target_text"])
+        metrics["chrf"].update(hypotheses, batch["target_text"])
+        return self.loss(logits, batch["tgt_out"])
+
+    def samples_in(self, batch):
+        return len(batch["src"])
+
+    def tokens_in(self, batch):
+        return int(batch["src_len"].sum()) + int((batch["tgt_out"] != PAD).sum())
+
+    def artifacts(self, network, datamodule, out):
+        datamodule.setup("test")
+        network.eval()
+        items = datamodule.splits["test"][:EXAMPLES]
+        batch = datamodule.collate(items)
+        device = next(network.parameters()).device
+        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        hypotheses = [datamodule.decode(ids) for ids in self.translate(network, batch, self.settings["beam"])]
+        metric_bleu, metric_chrf = SacreBLEUStat("bleu"), SacreBLEUStat("chrf")
+        return {
+            "examples": [{"source": s, "reference": r, "hypothesis": h}
+                         for (s, r), h in zip(batch_pairs(items), hypotheses)],
+            "bleu_signature": metric_bleu.signature(),
+            "chrf_signature": metric_chrf.signature(),
+            "corpus": datamodule.corpus.summary(),
+            "splits": {k: len(v) for k, v in datamodule.splits.items()},
+            "tokenizer": str(datamodule.tokenizer_path),
+            "vocab_size": datamodule.vocab_size,
+        }
+
+    def config(self):
+        corpus = self.settings.get("corpus")
+        fingerprint = {"corpus_md5": file_md5(corpus)} if corpus else {}
+        return {**super().config(), **fingerprint, "attention": self.attention, "max_train_tokens": MAX_TRAIN_TOKENS,
+                "vocab_size": VOCAB_SIZE, "split": "sha1(source) buckets: 5% test, 5% validation, 90% train"}
+
+
+@functools.lru_cache(maxsize=8)
+def file_md5(path: str) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def batch_pairs(items):
+    return [pair for _, _, pair in items]
+
+
+register_task(TranslationTask("translation-de-en", "German -> English, Ding dictionary sentences, encoder-decoder", False, False))
+register_task(TranslationTask("translation-de-en-attention", "German -> English, encoder-decoder with additive attention", True, False))
+register_task(TranslationTask("translation-tsv", "any source<TAB>target corpus (--task-option corpus=PATH)", False, True))
+register_task(TranslationTask("translation-tsv-attention", "any source<TAB>target corpus, with additive attention", True, True))
