@@ -67,7 +67,7 @@ class SacreBLEUStat(torchmetrics.Metric):
 
     def compute(self) -> Tensor:
         counts = [int(round(v)) for v in self.stats.tolist()]
-        return torch.tensor(self.scorer._compute_score_from_stats(counts).score)
+        return torch.tensor(self.scorer._compute_score_from_stats(counts).score, dtype=torch.float64)
 
     def signature(self) -> str:
         self.scorer.corpus_score(["a"], [["a"]])  # a signature needs one scoring

@@ -1,0 +1,173 @@
+"""Translation: the corpus parsers on real and bad input, the split, the metrics, decoding, a run."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+import sacrebleu
+import torch
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.store import ResultsStore
+from tasks import ModelConfig
+from tasks.mnist_data import DataError
+from tasks.translation import BOS, EOS, PAD, SacreBLEUStat, Seq2Seq
+from tasks.translation_data import find_ding, parse_ding, parse_tsv, split_of, split_pairs
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ding(shared_data):
+    return parse_ding(find_ding(shared_data))
+
+
+def test_ding_sentence_pairs(ding):
+    assert 19_000 < len(ding.pairs) < 21_000
+    assert len(set(ding.pairs)) == len(ding.pairs)
+    for de, en in ding.pairs:
+        assert de.endswith((".", "!", "?")) and en.endswith((".", "!", "?"))
+        assert not any(c in de + en for c in "{}[]"), (de, en)
+        assert de == de.strip() and "  " not in de
+    assert ("Sie fühlt sich gekränkt.", "She feels hurt.") in ding.pairs
+    assert ding.counts["duplicate pairs dropped"] > 0
+    assert ding.counts["alternatives that are not sentence pairs"] > 100_000
+
+
+def test_ding_parser_on_real_lines(tmp_path, shared_data):
+    wanted = ("Abänderung {f}", "Noch ist nicht aller Tage Abend.")
+    with gzip.open(shared_data / "translation" / "ding-de-en.txt.gz", "rt", encoding="utf-8") as lines:
+        picked = [line for line in lines if line.startswith(wanted)][:2]
+    path = tmp_path / "two.txt"
+    path.write_text("# header :: line\n" + "".join(picked), encoding="utf-8")
+    corpus = parse_ding(path)
+    assert corpus.pairs == [
+        ("Ich habe am ursprünglichen Entwurf ein paar Änderungen vorgenommen.",
+         "I’ve made one or two modifications to the original design."),
+        ("Noch ist nicht aller Tage Abend.", "It’s not over until it’s over."),
+    ]
+    assert corpus.counts["alternatives that are not sentence pairs"] == 2
+
+
+def test_split_is_by_source_and_cannot_leak(ding):
+    splits = split_pairs(ding)
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert sum(sizes.values()) == len(ding.pairs)
+    assert 0.03 < sizes["test"] / len(ding.pairs) < 0.07 and 0.03 < sizes["val"] / len(ding.pairs) < 0.07
+    sources = {k: {s for s, _ in v} for k, v in splits.items()}
+    assert not sources["train"] & sources["test"] and not sources["train"] & sources["val"]
+    assert not sources["val"] & sources["test"]
+    assert all(split_of(s) == "test" for s in sources["test"])  # a function of the source alone
+
+
+def write(tmp_path, data: bytes):
+    path = tmp_path / "pairs.tsv"
+    path.write_bytes(data)
+    return path
+
+
+def test_tsv_reads_pairs_and_counts_what_it_does_not_keep(tmp_path):
+    path = write(tmp_path, "Go.\tGeh.\tCC-BY 2.0 (France)\n\nHi.\tHallo!\nHi.\tHallo!\r\n".encode())
+    corpus = parse_tsv(path)
+    assert corpus.pairs == [("Go.", "Geh."), ("Hi.", "Hallo!")]
+    assert dict(corpus.counts) == {"blank lines": 1, "lines with extra columns (ignored)": 1, "duplicate pairs dropped": 1}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", r"pairs.tsv: the file is empty"),
+        (b"\n\n", r"pairs.tsv: the file is empty"),
+        (b"Go.\tGeh.\nno tab here\n", r"pairs.tsv:2: no tab; every line must be 'source<TAB>target', got 'no tab here'"),
+        (b"Go.\tGeh.\nHi.\tHall\xff!\n", r"pairs.tsv:2: not UTF-8 \(invalid start byte at byte 8\)"),
+        (b"Go.\t \n", r"pairs.tsv:1: the target side is empty"),
+    ],
+    ids=["empty", "blank", "no-tab", "undecodable", "empty-side"],
+)
+def test_tsv_bad_input_names_file_and_line(tmp_path, data, message):
+    with pytest.raises(DataError, match=message):
+        parse_tsv(write(tmp_path, data))
+
+
+def test_corpus_too_small_to_split(tmp_path):
+    path = write(tmp_path, "".join(f"Satz {i}.\tSentence {i}.\n" for i in range(40)).encode())
+    with pytest.raises(DataError, match=r"40 distinct pairs are too few to split .* at least 100"):
+        split_pairs(parse_tsv(path))
+
+
+def test_sacrebleu_metrics_add_up_to_the_corpus_score(ding):
+    pairs = ding.pairs[:300]
+    refs = [en for _, en in pairs]
+    hyps = [" ".join(en.split()[::-1]) if i % 3 else en for i, en in enumerate(refs)]  # some right, some scrambled
+    for kind, corpus_score in (("bleu", sacrebleu.corpus_bleu), ("chrf", sacrebleu.corpus_chrf)):
+        metric = SacreBLEUStat(kind)
+        metric.update(hyps[:120], refs[:120])
+        metric.update(hyps[120:], refs[120:])
+        assert metric.compute().item() == pytest.approx(corpus_score(hyps, [refs]).score, abs=1e-9)
+    assert SacreBLEUStat("bleu").signature().startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
+
+
+@pytest.mark.parametrize("attention", [False, True], ids=["plain", "attention"])
+@pytest.mark.parametrize("cell", ["gru_fused", "lstm_handwritten"])
+def test_decoding_a_trained_toy_model_reproduces_memorised_pairs(cell, attention):
+    torch.manual_seed(0)
+    sources = [[5, 6, 7, 8], [9, 10, 11], [12, 5, 9, 13, 6]]
+    targets = [[14, 15, 16], [17, 18, 19, 20, 21], [22, 14, 23]]
+    model = Seq2Seq(ModelConfig(cell, 48, bidirectional=True), vocab_size=24, attention=attention)
+    pad = torch.nn.utils.rnn.pad_sequence
+    src = pad([torch.tensor(s) for s in sources], batch_first=True, padding_value=PAD)
+    src_len = torch.tensor([len(s) for s in sources])
+    tgt_in = pad([torch.tensor([BOS] + t) for t in targets], batch_first=True, padding_value=PAD)
+    tgt_out = pad([torch.tensor(t + [EOS]) for t in targets], batch_first=True, padding_value=PAD)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        logits = model(src, src_len, tgt_in)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+    model.eval()
+    for decoded in (model.greedy(src, src_len, 10), model.beam_search(src, src_len, 10, beam=3)):
+        for row, target in zip(decoded.tolist(), targets):
+            assert row[: len(target) + 1] == target + [EOS]
+
+
+def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, tmp_path):
+    result = runner.invoke(app, ["run", "--task", "translation-de-en-attention", "--cell", "gru_handwritten",
+                                 "--budget", "smoke", "--bidirectional", "-o", "beam=2", "--out", str(tmp_path),
+                                 "--data-dir", str(shared_data)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (row,) = ResultsStore(tmp_path).rows()
+    assert row["status"] == "ok" and row["metric_name"] == "bleu"
+    assert set(row["metrics"]) >= {"bleu", "chrf", "perplexity"}
+    assert 0 <= row["metric_value"] <= 100 and row["metrics"]["perplexity"] > 1
+    assert row["tokens_per_s"] > row["samples_per_s"] > 0
+    artifacts = row["artifacts"]
+    assert len(artifacts["examples"]) == 6 and all(e["reference"] for e in artifacts["examples"])
+    assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
+    assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
+    assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
+    assert row["config"]["task_config"]["options"] == {"beam": 2}
+    report = (tmp_path / "report.md").read_text()
+    assert "test chrf" in report and "test perplexity" in report and "tokens/s" in report
+    assert artifacts["examples"][0]["source"] in report and "SacreBLEU signatures" in report
+
+
+def test_tsv_task_runs_on_a_user_corpus_and_needs_one(ding, shared_data, tmp_path):
+    path = tmp_path / "deu.txt"
+    path.write_text("".join(f"{en}\t{de}\tCC-BY\n" for de, en in ding.pairs[:400]), encoding="utf-8")
+    args = ["run", "--task", "translation-tsv", "--cell", "rnn_fused", "--budget", "smoke", "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "needs --task-option corpus=PATH" in result.output
+    result = runner.invoke(app, [*args, "-o", "corpus=/nowhere.tsv"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "task option corpus='/nowhere.tsv': no such file" in result.output
+    result = runner.invoke(app, [*args, "-o", "beam"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "--task-option must be NAME=VALUE, got 'beam'" in result.output
+    result = runner.invoke(app, [*args, "-o", f"corpus={path}"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (row,) = ResultsStore(tmp_path / "out").rows()
+    assert row["artifacts"]["corpus"]["not kept"]["lines with extra columns (ignored)"] == 400
+    assert row["config"]["task_config"]["corpus_md5"]
