@@ -183,6 +183,8 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
             raise KeyboardInterrupt
         # the network holds the tested (best) weights here, also after ddp_spawn
         artifacts = task.artifacts(network, datamodule, run_dir)
+        for picture in artifacts.get("pictures", []):  # stored relative to OUT, where the report is written
+            picture["path"] = Path(os.path.relpath(picture["path"], out)).as_posix()
         if use_wandb:
             logger.log_metrics({f"summary/{k}": v for k, v in measured.items()})
     finally:

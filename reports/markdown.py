@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-PERCENT_METRICS = {"accuracy"}  # stored as fractions, shown as %
+PERCENT_METRICS = {"accuracy", "miou", "pixel_accuracy"}  # stored as fractions, shown as %
 NOT_SHOWN = {"loss", "samples"}  # test metrics kept in the store but not in the tables
 
 
@@ -116,12 +116,22 @@ def _examples(entries: list[dict[str, Any]]) -> list[str]:
     out = []
     for e in entries:
         artifacts = e["runs"][0].get("artifacts") or {}
+        for picture in artifacts.get("pictures", []):  # paths relative to the results folder
+            out += [f"**{e['cell']} {e['model']} {e['budget']}** (seed {e['runs'][0]['seed']}): {picture['caption']}", "",
+                    f"![{e['cell']}]({picture['path']})", ""]
         if artifacts.get("examples"):
             out += [f"**{e['cell']} {e['model']} {e['budget']}** (seed {e['runs'][0]['seed']})", ""]
             out += [markdown_table(["source", "reference", "output"],
                                    [[x["source"], x["reference"], x["hypothesis"]] for x in artifacts["examples"]]), ""]
     if out:
         out = ["### Examples from the test set", ""] + out
+    data = next((r["artifacts"] for e in entries for r in e["runs"] if (r.get("artifacts") or {}).get("corpus")), None)
+    if data:
+        corpus = data["corpus"]
+        kept = ", ".join(f"{v} {k}" for k, v in sorted(corpus["not kept"].items())) or "none"
+        splits = ", ".join(f"{k} {v}" for k, v in data["splits"].items())
+        out += [f"Data: {corpus['pairs']} pairs from `{corpus['path']}` (md5 {corpus['md5']}); splits: {splits}; "
+                f"not kept: {kept}.", ""]
     signatures = sorted({f"{k.removesuffix('_signature')}: `{v}`" for e in entries for r in e["runs"]
                          for k, v in (r.get("artifacts") or {}).items() if k.endswith("_signature")})
     if signatures:

@@ -1,0 +1,192 @@
+"""Semantic segmentation with ReNet sweeps (Visin et al. 2015, 2016: ReNet / ReSeg).
+
+    rnnbench run --task segmentation-mnist-scenes --cell lstm_fused --cell gru_handwritten
+
+Scenes (like the M2NIST data set): 1 to 3 MNIST digits placed at random on a 64x84 canvas,
+overlaps taking the brighter pixel; each pixel is labelled with the class of the digit whose
+stroke covers it (digit value + 1; a later digit wins an overlap) or 0 for background: 11
+classes. A pixel belongs to a digit's stroke where that digit's intensity is above one half.
+Training and validation scenes use training digits (the last 5,000 for validation), test scenes
+test digits only; scene i of a split is a function of (split, i) alone.
+
+The network is one ReNet layer: the image is cut into 4x4 patches, each column of patches is
+swept by a bidirectional RNN of the chosen cell (vertical sweep), each row of the result by a
+second bidirectional RNN (horizontal sweep); a transposed convolution upsamples the features
+back to per-pixel class scores. The sweeps are always bidirectional, as in ReNet.
+Metrics: mean IoU over the 11 classes (torchmetrics JaccardIndex) and pixel accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torchmetrics
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from cells import build_cell
+from tasks.base import Budget, ModelConfig, Task, register_task
+from tasks.mnist_data import FILES, data_dir_from, load_file, load_mnist
+
+HEIGHT, WIDTH = 64, 84
+DIGIT = 28
+CLASSES = 11  # background + 10 digits
+STROKE = 0.5  # a digit pixel above this intensity carries the digit's label
+PATCH = 4
+SPLIT_SEEDS = {"train": 11, "val": 12, "test": 13}
+VALIDATION_DIGITS = 5000
+
+
+def make_scene(images: Tensor, labels: Tensor, rng: np.random.Generator):
+    """(image (64, 84) in [0, 1], label map (64, 84) int64, placements [(digit index, row, col)])."""
+    image = np.zeros((HEIGHT, WIDTH), dtype=np.float32)
+    label = np.zeros((HEIGHT, WIDTH), dtype=np.int64)
+    placed = []
+    for _ in range(rng.integers(1, 4)):
+        index = int(rng.integers(len(images)))
+        digit = images[index].numpy().astype(np.float32) / 255
+        row, col = int(rng.integers(0, HEIGHT - DIGIT + 1)), int(rng.integers(0, WIDTH - DIGIT + 1))
+        window = image[row : row + DIGIT, col : col + DIGIT]
+        np.maximum(window, digit, out=window)
+        label[row : row + DIGIT, col : col + DIGIT][digit > STROKE] = int(labels[index]) + 1
+        placed.append((index, row, col))
+    return torch.from_numpy(image), torch.from_numpy(label), placed
+
+
+class Scenes(Dataset):
+    def __init__(self, images: Tensor, labels: Tensor, count: int, seed: int):
+        self.images, self.labels, self.count, self.seed = images, labels, count, seed
+
+    def __len__(self) -> int:
+        return self.count
+
+    def scene(self, index: int):
+        return make_scene(self.images, self.labels, np.random.default_rng([self.seed, index]))
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image, label, _ = self.scene(index)
+        return image[None], label  # (1, 64, 84), (64, 84)
+
+
+class ScenesData(L.LightningDataModule):
+    def __init__(self, data_dir, batch_size: int, sizes: dict[str, int], download: bool):
+        super().__init__()
+        self.data_dir, self.batch_size, self.sizes, self.download = data_dir, batch_size, sizes, download
+
+    def prepare_data(self) -> None:
+        for name in FILES:
+            load_file(name, data_dir_from(self.data_dir), download=self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "test_set"):
+            return
+        m = load_mnist(self.data_dir, download=False)
+        cut = len(m["train_images"]) - VALIDATION_DIGITS
+        self.train_set = Scenes(m["train_images"][:cut], m["train_labels"][:cut], self.sizes["train"], SPLIT_SEEDS["train"])
+        self.val_set = Scenes(m["train_images"][cut:], m["train_labels"][cut:], self.sizes["val"], SPLIT_SEEDS["val"])
+        self.test_set = Scenes(m["test_images"], m["test_labels"], self.sizes["test"], SPLIT_SEEDS["test"])
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_set, batch_size=self.batch_size)
+
+    def test_dataloader(self):
+        return DataLoader(self.test_set, batch_size=self.batch_size)
+
+
+class ReNetSegmenter(nn.Module):
+    def __init__(self, model: ModelConfig, patch: int = PATCH, classes: int = CLASSES):
+        super().__init__()
+        hidden = model.hidden_size
+        self.patch = patch
+        self.vertical = build_cell(model.cell, patch * patch, hidden, model.num_layers, True, model.dropout)
+        self.horizontal = build_cell(model.cell, 2 * hidden, hidden, model.num_layers, True, model.dropout)
+        self.upsample = nn.ConvTranspose2d(2 * hidden, classes, kernel_size=patch, stride=patch)
+
+    def forward(self, image: Tensor) -> Tensor:  # (B, 1, H, W) -> class scores (B, classes, H, W)
+        b, p = image.shape[0], self.patch
+        rows, cols = image.shape[2] // p, image.shape[3] // p
+        patches = image.view(b, rows, p, cols, p).permute(0, 1, 3, 2, 4).reshape(b, rows, cols, p * p)
+        # vertical sweep: every column of patches is a sequence over the rows
+        columns = patches.permute(0, 2, 1, 3).reshape(b * cols, rows, p * p)
+        swept, _ = self.vertical(columns)  # (B*cols, rows, 2H)
+        swept = swept.view(b, cols, rows, -1).permute(0, 2, 1, 3)  # (B, rows, cols, 2H)
+        # horizontal sweep: every row of the result is a sequence over the columns
+        swept, _ = self.horizontal(swept.reshape(b * rows, cols, -1))  # (B*rows, cols, 2H)
+        features = swept.view(b, rows, cols, -1).permute(0, 3, 1, 2)  # (B, 2H, rows, cols)
+        return self.upsample(features)
+
+
+class SegmentationTask(Task):
+    name = "segmentation-mnist-scenes"
+    description = "scenes of 1-3 MNIST digits, per-pixel class (11), ReNet sweeps of the cell"
+    primary_metric = "miou"
+    higher_is_better = True
+    budgets = {
+        "smoke": Budget(max_epochs=1, batch_size=8, hidden_size=16, lr=3e-3, train_batches=4, val_batches=1, test_batches=2,
+                        note="4 training batches: checks the path, not quality"),
+        "quick": Budget(max_epochs=3, batch_size=32, hidden_size=64, lr=3e-3, note="3 epochs of 6,000 scenes"),
+        "paper": Budget(max_epochs=50, batch_size=32, hidden_size=128, lr=1e-3, note="50 epochs of 20,000 scenes"),
+    }
+    SIZES = {"smoke": {"train": 64, "val": 16, "test": 32},
+             "quick": {"train": 6000, "val": 500, "test": 2000},
+             "paper": {"train": 20000, "val": 2000, "test": 10000}}
+
+    def datamodule(self, data_dir, batch_size, budget, download=True, run_dir=None):
+        return ScenesData(data_dir, batch_size, self.SIZES[budget], download)
+
+    def network(self, model, datamodule=None, budget=None):
+        return ReNetSegmenter(model)
+
+    def loss(self, scores, target):
+        return nn.functional.cross_entropy(scores, target)
+
+    def metrics(self):
+        return torchmetrics.MetricCollection({
+            "miou": torchmetrics.JaccardIndex(task="multiclass", num_classes=CLASSES, average="macro"),
+            "pixel_accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=CLASSES, average="micro"),
+        })
+
+    def artifacts(self, network, datamodule, out):
+        datamodule.setup("test")
+        images, labels = (torch.stack(x) for x in zip(*(datamodule.test_set[i] for i in range(4))))
+        network.eval()
+        with torch.no_grad():
+            predicted = network(images.to(next(network.parameters()).device)).argmax(1).cpu()
+        path = Path(out) / "segmentation-masks.png"
+        save_masks(images, labels, predicted, path)
+        return {"pictures": [{"path": str(path), "caption": "columns: scene, true mask, predicted mask; four test scenes"}]}
+
+    def config(self):
+        return {**super().config(), "canvas": [HEIGHT, WIDTH], "classes": CLASSES, "patch": PATCH,
+                "stroke_threshold": STROKE, "sizes": self.SIZES}
+
+
+def save_masks(images: Tensor, labels: Tensor, predicted: Tensor, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(images), 3, figsize=(6, 1.6 * len(images)), dpi=80)
+    for r in range(len(images)):
+        for c, (picture, kw) in enumerate([(images[r, 0], {"cmap": "gray", "vmin": 0, "vmax": 1}),
+                                            (labels[r], {"cmap": "tab20", "vmin": 0, "vmax": 19}),
+                                            (predicted[r], {"cmap": "tab20", "vmin": 0, "vmax": 19})]):
+            axes[r, c].imshow(picture.numpy(), interpolation="nearest", **kw)
+            axes[r, c].axis("off")
+            if r == 0:
+                axes[r, c].set_title(["scene", "true", "predicted"][c], fontsize=8)
+    fig.tight_layout(pad=0.2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+register_task(SegmentationTask())

@@ -1,0 +1,66 @@
+"""Every registered task honours the same contract, on real data with the smoke budget."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bench.runner import RunConfig, execute
+from tasks import BUDGETS, TASKS, ModelConfig
+
+
+@pytest.fixture(scope="module")
+def tsv_corpus(shared_data, tmp_path_factory):
+    from tasks.translation_data import find_ding, parse_ding
+
+    path = tmp_path_factory.mktemp("corpus") / "pairs.tsv"
+    pairs = parse_ding(find_ding(shared_data)).pairs[:500]
+    path.write_text("".join(f"{de}\t{en}\n" for de, en in pairs), encoding="utf-8")
+    return path
+
+
+def options_for(name: str, tsv_corpus) -> tuple[tuple[str, str], ...]:
+    return (("corpus", str(tsv_corpus)),) if "corpus" in TASKS.get(name).options else ()
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_task_contract(name, shared_data, tsv_corpus, tmp_path):
+    task = TASKS.get(name).configured(dict(options_for(name, tsv_corpus)))
+    assert task.name == name and task.version >= 1 and task.description
+    assert set(task.budgets) == set(BUDGETS)
+    assert task.primary_metric in task.metrics(), "the primary metric must be one of the task's metrics"
+
+    torch.manual_seed(0)
+    budget = task.budget("smoke")
+    data = task.datamodule(shared_data, budget.batch_size, "smoke", download=False, run_dir=tmp_path)
+    data.prepare_data()
+    data.setup("fit")
+    network = task.network(ModelConfig("gru_handwritten", 8, bidirectional=True), data, "smoke")
+
+    batch = next(iter(data.train_dataloader()))
+    assert task.samples_in(batch) == budget.batch_size
+    loss = task.training_loss(network, batch)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in network.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters without a gradient: {missing}"
+
+    metrics = task.metrics()
+    network.eval()
+    with torch.no_grad():
+        val_loss = task.evaluate(network, next(iter(data.val_dataloader())), metrics, "val", data)
+    assert torch.isfinite(val_loss)
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    assert all(math.isfinite(v) for v in values.values()), values
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_task_runs_end_to_end(name, shared_data, tsv_corpus, tmp_path):
+    config = RunConfig(task=name, cell="lstm_fused", budget="smoke", hidden_size=8,
+                       task_options=options_for(name, tsv_corpus))
+    record = execute(config, tmp_path, shared_data, download=False)
+    assert record["status"] == "ok" and record["task"] == name
+    assert record["metric_name"] == TASKS.get(name).primary_metric and math.isfinite(record["metric_value"])
+    assert record["test_samples"] > 0 and record["steps"] == TASKS.get(name).budget("smoke").train_batches
