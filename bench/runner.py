@@ -151,7 +151,8 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
 
     monitor = f"val/{task.primary_metric}"
     mode = "max" if task.higher_is_better else "min"
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                                 save_top_k=1, save_weights_only=True)
     measure = Measure(monitor=monitor, mode=mode)
     logger = False
     if use_wandb:

@@ -53,15 +53,18 @@ def bounce(start: np.ndarray, velocity: np.ndarray, steps: int) -> np.ndarray:
     return np.where(period > free, 2 * free - period, period)  # fold back: a reflection at each edge
 
 
-def make_sequence(digits: Tensor, rng: np.random.Generator, frame_step: int) -> tuple[Tensor, np.ndarray]:
-    """One sequence (FRAMES, SIZE, SIZE) in [0, 1] from the digit pool, and the digits' positions."""
-    frames = np.zeros((FRAMES, SIZE, SIZE), dtype=np.float32)
+def make_sequence(
+    digits: Tensor, rng: np.random.Generator, frame_step: int, length: int = FRAMES
+) -> tuple[Tensor, np.ndarray]:
+    """One sequence (length, SIZE, SIZE) in [0, 1] from the digit pool, and the digits' positions
+    (length, digits, 2): every `frame_step`-th frame of a sequence `frame_step` times as long."""
+    frames = np.zeros((length, SIZE, SIZE), dtype=np.float32)
     tracks = []
     for _ in range(DIGITS_PER_SEQUENCE):
         image = digits[rng.integers(len(digits))].numpy().astype(np.float32) / 255
         theta = rng.uniform(0, 2 * np.pi)
         velocity = STEP * np.array([np.sin(theta), np.cos(theta)])
-        path = bounce(rng.uniform(0, SIZE - DIGIT, size=2), velocity, FRAMES * frame_step)[::frame_step]
+        path = bounce(rng.uniform(0, SIZE - DIGIT, size=2), velocity, length * frame_step)[::frame_step]
         for t, (row, col) in enumerate(np.rint(path).astype(int)):
             window = frames[t, row : row + DIGIT, col : col + DIGIT]
             np.maximum(window, image, out=window)

@@ -1,0 +1,92 @@
+"""Moving MNIST and the segmentation scenes: made from real MNIST, reproducible, and right."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.mnist_data import load_mnist
+from tasks.moving_mnist import DIGIT, FRAMES, SIZE, MovingMNISTData, bounce, make_sequence
+from tasks.segmentation import STROKE, ScenesData
+
+
+@pytest.fixture(scope="module")
+def mnist(shared_data):
+    return load_mnist(shared_data, download=False)
+
+
+def image_hashes(images) -> set[str]:
+    return {hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in images}
+
+
+def test_bouncing_stays_inside_the_frame_and_reflects():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        velocity = rng.uniform(-9, 9, size=2)
+        path = bounce(rng.uniform(0, SIZE - DIGIT, size=2), velocity, 500)
+        assert path.min() >= 0 and path.max() <= SIZE - DIGIT
+        steps = np.abs(np.diff(path, axis=0))
+        assert np.all(steps <= np.abs(velocity) + 1e-9)  # never jumps: it folds back at an edge
+
+
+def test_sequences_stay_inside_and_are_reproducible(mnist):
+    digits = mnist["train_images"][:1000]
+    for index in range(20):
+        frames, tracks = make_sequence(digits, np.random.default_rng([1, index]), frame_step=1)
+        assert frames.shape == (FRAMES, SIZE, SIZE) and 0 <= frames.min() and frames.max() <= 1
+        assert tracks.min() >= 0 and tracks.max() <= SIZE - DIGIT
+        assert torch.all(frames.flatten(1).sum(1) > 20), "every frame shows its digits"
+        again, _ = make_sequence(digits, np.random.default_rng([1, index]), frame_step=1)
+        assert torch.equal(frames, again)
+    other, _ = make_sequence(digits, np.random.default_rng([1, 99]), frame_step=1)
+    assert not torch.equal(frames, other)
+
+
+def test_frame_step_samples_a_longer_sequence(mnist):
+    digits = mnist["train_images"][:1000]
+    slow, _ = make_sequence(digits, np.random.default_rng([5, 0]), frame_step=1, length=2 * FRAMES)
+    fast, _ = make_sequence(digits, np.random.default_rng([5, 0]), frame_step=2)
+    assert torch.equal(fast, slow[::2])
+
+
+def test_video_splits_use_their_own_digits(shared_data, mnist):
+    data = MovingMNISTData(shared_data, 4, {"train": 8, "val": 8, "test": 8}, 1, download=False)
+    data.setup()
+    assert image_hashes(data.test_set.digits) == image_hashes(mnist["test_images"])
+    assert not image_hashes(data.train_set.digits) & image_hashes(data.val_set.digits)
+    assert not image_hashes(data.train_set.digits) & image_hashes(mnist["test_images"])
+    inputs, target = data.test_set[3]
+    assert inputs.shape == target.shape == (10, SIZE, SIZE)
+
+
+def test_scene_labels_match_the_digit_pixels(shared_data, mnist):
+    data = ScenesData(shared_data, 4, {"train": 50, "val": 10, "test": 50}, download=False)
+    data.setup()
+    for split in (data.train_set, data.test_set):
+        for index in range(50):
+            image, label, placed = split.scene(index)
+            assert 1 <= len(placed) <= 3
+            assert torch.equal(label != 0, image > STROKE)  # labelled exactly where a stroke is
+            expected = torch.zeros_like(label)
+            for digit, row, col in placed:  # later digits win an overlap
+                stroke = split.images[digit].float() / 255 > STROKE
+                expected[row : row + DIGIT, col : col + DIGIT][stroke] = int(split.labels[digit]) + 1
+            assert torch.equal(label, expected)
+            again, again_label, _ = split.scene(index)
+            assert torch.equal(image, again) and torch.equal(label, again_label)
+
+
+def test_scene_splits_never_share_a_digit_image(shared_data, mnist):
+    data = ScenesData(shared_data, 4, {"train": 300, "val": 50, "test": 300}, download=False)
+    data.setup()
+
+    def used(split, count):
+        return image_hashes(split.images[d] for i in range(count) for d, _, _ in split.scene(i)[2])
+
+    train, val, test = used(data.train_set, 300), used(data.val_set, 50), used(data.test_set, 300)
+    assert train and test and not train & test and not val & test and not train & val
+    assert test <= image_hashes(mnist["test_images"])
+    assert not test & image_hashes(mnist["train_images"])
