@@ -13,7 +13,9 @@ The network is one ReNet layer: the image is cut into 4x4 patches, each column o
 swept by a bidirectional RNN of the chosen cell (vertical sweep), each row of the result by a
 second bidirectional RNN (horizontal sweep); a transposed convolution upsamples the features
 back to per-pixel class scores. The sweeps are always bidirectional, as in ReNet.
-Metrics: mean IoU over the 11 classes (torchmetrics JaccardIndex) and pixel accuracy.
+Loss: per-pixel cross-entropy with the background class weighted 0.1 (it covers about 96 % of
+the pixels). Metrics: mean IoU over the 11 classes (torchmetrics JaccardIndex) and pixel
+accuracy.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ STROKE = 0.5  # a digit pixel above this intensity carries the digit's label
 PATCH = 4
 SPLIT_SEEDS = {"train": 11, "val": 12, "test": 13}
 VALIDATION_DIGITS = 5000
+BACKGROUND_WEIGHT = 0.1  # of the background class in the loss
 
 
 def make_scene(images: Tensor, labels: Tensor, rng: np.random.Generator):
@@ -130,11 +133,11 @@ class SegmentationTask(Task):
     budgets = {
         "smoke": Budget(max_epochs=1, batch_size=8, hidden_size=16, lr=3e-3, train_batches=4, val_batches=1, test_batches=2,
                         note="4 training batches: checks the path, not quality"),
-        "quick": Budget(max_epochs=3, batch_size=32, hidden_size=64, lr=3e-3, note="3 epochs of 6,000 scenes"),
+        "quick": Budget(max_epochs=3, batch_size=32, hidden_size=64, lr=3e-3, note="3 epochs of 4,000 scenes"),
         "paper": Budget(max_epochs=50, batch_size=32, hidden_size=128, lr=1e-3, note="50 epochs of 20,000 scenes"),
     }
     SIZES = {"smoke": {"train": 64, "val": 16, "test": 32},
-             "quick": {"train": 6000, "val": 500, "test": 2000},
+             "quick": {"train": 4000, "val": 500, "test": 2000},
              "paper": {"train": 20000, "val": 2000, "test": 10000}}
 
     def datamodule(self, data_dir, batch_size, budget, download=True, run_dir=None):
@@ -144,7 +147,10 @@ class SegmentationTask(Task):
         return ReNetSegmenter(model)
 
     def loss(self, scores, target):
-        return nn.functional.cross_entropy(scores, target)
+        # background covers ~96 % of the pixels: weighted down so that the digits are learnt early
+        weight = torch.ones(CLASSES, device=scores.device)
+        weight[0] = BACKGROUND_WEIGHT
+        return nn.functional.cross_entropy(scores, target, weight=weight)
 
     def metrics(self):
         return torchmetrics.MetricCollection({
@@ -164,6 +170,7 @@ class SegmentationTask(Task):
 
     def config(self):
         return {**super().config(), "canvas": [HEIGHT, WIDTH], "classes": CLASSES, "patch": PATCH,
+                "background_weight": BACKGROUND_WEIGHT,
                 "stroke_threshold": STROKE, "sizes": self.SIZES}
 
 
