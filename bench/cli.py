@@ -153,8 +153,9 @@ def run(
     counts = run_matrix(configs, out, data_dir, use_wandb=wandb,
                         progress=sys.stdout.isatty() if progress is None else progress,
                         download=download, report=report)
-    rows = ResultsStore(out).rows()
-    path = write_report(rows, out)
+    store = ResultsStore(out)
+    rows = store.rows()
+    path = write_report(rows, out, store.rows("speed"))
     if wandb:
         from bench.wandb_tables import log_leaderboard
 
@@ -162,6 +163,69 @@ def run(
     console.print(", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; report: {path}", highlight=False)
     if counts["failed"]:
         raise typer.Exit(code=1)
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+def speed(
+    cell: Annotated[Optional[list[str]], typer.Option("--cell", "-c", help="Cell name; repeat for several. Default: every registered cell.")] = None,
+    shape: Annotated[Optional[list[str]], typer.Option("--shape", help="A named shape (mnist-row, mnist-pixel, fastrnns, deepbench-...) or B,T,I,H[,L[,D]]; repeat for several.")] = None,
+    shape_set: Annotated[Optional[str], typer.Option(help="A set of shapes: cpu (mnist-row), mnist, gpu (fastrnns and DeepBench-like). Default: cpu on CPU, gpu on CUDA.")] = None,
+    device: Annotated[Device, typer.Option(help="cpu or cuda; cuda without a GPU records the cells as skipped.")] = Device.cpu,
+    out: Annotated[Path, typer.Option(help="Folder of the results store; rows go to its table `speed`.")] = DEFAULT_OUT,
+    warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
+    repeats: Annotated[int, typer.Option(help="Timed calls; median and interquartile range are reported.")] = 30,
+) -> None:
+    """Time forward and forward+backward of each cell at each shape; store and report them.
+
+    Each hand-written or compiled cell is set against its fused twin measured in the same
+    command (ratio < 1: faster than the fused kernel).
+    """
+    from bench.speed import SHAPE_SETS, SHAPES, parse_shape, run_speed
+    from bench.store import ResultsStore
+    from cells import CELLS
+    from reports.markdown import write_report
+
+    try:
+        names = cell or CELLS.names()
+        for name in names:
+            CELLS.get(name)
+        if shape_set is not None and shape_set not in SHAPE_SETS:
+            raise ValueError(f"--shape-set must be one of {', '.join(SHAPE_SETS)}, got {shape_set!r}")
+        chosen = shape or SHAPE_SETS[shape_set or ("gpu" if device == Device.cuda else "cpu")]
+        shapes = [parse_shape(s) for s in chosen]
+        if warmup < 0 or repeats < 1:
+            raise ValueError(f"--warmup must be >= 0 and --repeats >= 1, got {warmup} and {repeats}")
+    except ValueError as err:
+        raise fail(str(err)) from None
+    store = ResultsStore(out)
+    table = Table(title=f"rnnbench speed ({device.value})")
+    for column in ("cell", "shape", "fwd ms", "fwd+bwd ms", "vs fused", "tokens/s", "GFLOP/s", "first call s", "memory"):
+        table.add_column(column)
+
+    def report(row):
+        if row["status"] != "ok":
+            console.print(f"{row['cell']} {row['shape']}: {row['status']}: {row['error']}", highlight=False)
+            return
+        ratio = "-" if row["ratio_to_fused"] is None else f"{row['ratio_to_fused']:.2f}"
+        table.add_row(row["cell"], row["shape"], f"{row['forward_ms']:.2f}", f"{row['forward_backward_ms']:.2f}",
+                      ratio, f"{row['tokens_per_s']:.0f}", f"{row['flops_per_s'] / 1e9:.1f}",
+                      f"{row['first_call_s']:.2f}", f"{row['memory_bytes'] / 2**20:.2f} MiB")
+
+    console.print(f"measuring {len(names)} cells x {len(shapes)} shapes on {device.value} "
+                  f"({', '.join(s.describe() for s in shapes)})", highlight=False)
+    rows = run_speed(names, shapes, device.value, store, warmup, repeats, report)
+    if table.rows:
+        console.print(table)
+    ok = [r for r in rows if r["status"] == "ok"]
+    if ok:
+        console.print(f"peak matmul on this device: {ok[0]['peak_flops_per_s'] / 1e9:.1f} GFLOP/s", highlight=False)
+    path = write_report(store.rows(), out, store.rows("speed"))
+    console.print(f"report: {path}", highlight=False)
 
 
 @app.command()
@@ -174,7 +238,8 @@ def report(
 
     if not (out / "results.sqlite").is_file():
         raise fail(f"no results store at {out / 'results.sqlite'}; run `rnnbench run --out {out}` first")
-    path = write_report(ResultsStore(out).rows(), out)
+    store = ResultsStore(out)
+    path = write_report(store.rows(), out, store.rows("speed"))
     console.print(f"report: {path}", highlight=False)
 
 

@@ -53,6 +53,40 @@ COLUMNS = {
     "started_at": "TEXT",
     "finished_at": "TEXT",
 }
+SPEED_COLUMNS = {  # table `speed`: one row per cell and shape measured by `rnnbench speed`
+    "measurement_id": "TEXT PRIMARY KEY",
+    "session": "TEXT NOT NULL",  # one `rnnbench speed` command: ratios compare within it
+    "status": "TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'skipped'))",
+    "error": "TEXT",
+    "cell": "TEXT NOT NULL",
+    "architecture": "TEXT",
+    "twin": "TEXT",
+    "shape": "TEXT NOT NULL",
+    "shape_batch": "INTEGER",
+    "shape_steps": "INTEGER",
+    "shape_input_size": "INTEGER",
+    "shape_hidden_size": "INTEGER",
+    "shape_layers": "INTEGER",
+    "shape_directions": "INTEGER",
+    "device": "TEXT",
+    "forward_ms": "REAL",
+    "forward_ms_iqr": "REAL",
+    "forward_backward_ms": "REAL",
+    "forward_backward_ms_iqr": "REAL",
+    "ratio_to_fused": "REAL",
+    "tokens_per_s": "REAL",
+    "flops_per_s": "REAL",
+    "peak_flops_per_s": "REAL",
+    "first_call_s": "REAL",
+    "memory_bytes": "INTEGER",
+    "memory_kind": "TEXT",
+    "warmup": "INTEGER",
+    "repeats": "INTEGER",
+    "environment": "TEXT",
+    "git_revision": "TEXT",
+    "measured_at": "TEXT",
+}
+TABLES = {"runs": COLUMNS, "speed": SPEED_COLUMNS}
 JSON_COLUMNS = ("metrics", "environment", "config", "artifacts")
 DONE = ("ok", "skipped")  # a re-run skips these; failed runs are tried again
 
@@ -62,8 +96,9 @@ class ResultsStore:
         self.path = Path(out) / "results.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db, db:
-            columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
-            db.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
+            for table, spec in TABLES.items():
+                columns = ", ".join(f"{name} {kind}" for name, kind in spec.items())
+                db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)
@@ -73,23 +108,24 @@ class ResultsStore:
             row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return row is not None and row[0] in DONE
 
-    def save(self, record: dict[str, Any]) -> None:
-        unknown = set(record) - set(COLUMNS)
+    def save(self, record: dict[str, Any], table: str = "runs") -> None:
+        unknown = set(record) - set(TABLES[table])
         if unknown:
-            raise ValueError(f"unknown result columns: {sorted(unknown)}")
+            raise ValueError(f"unknown {table} columns: {sorted(unknown)}")
         values = {k: json.dumps(v, sort_keys=True, default=str) if k in JSON_COLUMNS and v is not None else v
                   for k, v in record.items()}
         names = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         with closing(self._connect()) as db, db:  # one transaction: all of the row or none
-            db.execute(f"INSERT OR REPLACE INTO runs ({names}) VALUES ({marks})", tuple(values.values()))
+            db.execute(f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({marks})", tuple(values.values()))
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, table: str = "runs") -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
+        order = {"runs": "task, cell, seed, started_at", "speed": "measured_at, rowid"}[table]
         with closing(self._connect()) as db:
             db.row_factory = sqlite3.Row
-            rows = [dict(r) for r in db.execute("SELECT * FROM runs ORDER BY task, cell, seed, started_at")]
+            rows = [dict(r) for r in db.execute(f"SELECT * FROM {table} ORDER BY {order}")]
         for row in rows:
             for key in JSON_COLUMNS:
                 if row.get(key):

@@ -21,6 +21,8 @@ class CellSpec:
     twin: str | None = None
     #: keyword options the registration fixes (a variant is a registration, not a copy)
     options: dict[str, Any] = field(default_factory=dict)
+    #: compiled on first use (torch.compile): costly set-up, once per input shape
+    compiled: bool = False
 
     @property
     def architecture(self) -> str:
@@ -36,11 +38,12 @@ CELLS: Registry[CellSpec] = Registry("cell")
 
 
 def register_cell(
-    name: str, cls: type[RecurrentCell], description: str, twin: str | None = None, **options: Any
+    name: str, cls: type[RecurrentCell], description: str, twin: str | None = None, compiled: bool = False,
+    **options: Any,
 ) -> CellSpec:
     if not (isinstance(cls, type) and issubclass(cls, RecurrentCell)):
         raise TypeError(f"cell {name!r} must be a RecurrentCell subclass, got {cls!r}")
-    return CELLS.add(name, CellSpec(name, cls, description, twin, options))
+    return CELLS.add(name, CellSpec(name, cls, description, twin, options, compiled))
 
 
 def build_cell(

@@ -139,11 +139,60 @@ def _examples(entries: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None) -> str:
+def latest_speed(speed_rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The newest measurement of each (device, shape, cell), grouped by (device, shape)."""
+    newest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in speed_rows:  # stored oldest first
+        newest[(row["device"] or "-", row["shape"], row["cell"])] = row
+    out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for (device, shape, _), row in sorted(newest.items()):
+        out[(device, shape)].append(row)
+    return out
+
+
+def render_speed(speed_rows: list[dict[str, Any]]) -> list[str]:
+    if not speed_rows:
+        return []
+    out = ["## Speed of the cells", "",
+           "From `rnnbench speed`: forward and forward+backward (loss = sum of outputs) medians with the "
+           "interquartile range, after warm-up, device synchronised; `vs fused` = forward+backward time over "
+           "that of the fused twin measured in the same command; GFLOP/s counts matmul FLOPs only (3x the "
+           "forward's for forward+backward), set against a large matmul measured in the same command; "
+           "first call = one-time set-up such as compilation.", ""]
+    for (device, shape), rows in latest_speed(speed_rows).items():
+        ok = [r for r in rows if r["status"] == "ok"]
+        first = ok[0] if ok else rows[0]
+        dims = (f"B={first['shape_batch']} T={first['shape_steps']} I={first['shape_input_size']} "
+                f"H={first['shape_hidden_size']} L={first['shape_layers']} D={first['shape_directions']}") if ok else ""
+        out += [f"### {shape} on {device}" + (f" ({dims})" if dims else ""), ""]
+        body = []
+        for r in sorted(ok, key=lambda r: (r["architecture"], r["twin"] is not None, r["cell"])):
+            body.append([r["cell"], f"{r['forward_ms']:.2f} ± {r['forward_ms_iqr']:.2f}",
+                         f"{r['forward_backward_ms']:.2f} ± {r['forward_backward_ms_iqr']:.2f}",
+                         "-" if r["ratio_to_fused"] is None else f"{r['ratio_to_fused']:.2f}",
+                         f"{r['tokens_per_s']:.0f}",
+                         f"{r['flops_per_s'] / 1e9:.1f} ({100 * r['flops_per_s'] / r['peak_flops_per_s']:.1f} %)",
+                         f"{r['first_call_s']:.2f}", _bytes(r["memory_bytes"])])
+        if body:
+            out += [markdown_table(["cell", "fwd ms", "fwd+bwd ms", "vs fused", "tokens/s", "GFLOP/s (of peak)",
+                                    "first call s", "memory"], body), ""]
+            out += [f"Peak (large matmul): {first['peak_flops_per_s'] / 1e9:.1f} GFLOP/s; memory: {first['memory_kind']}; "
+                    f"{first['repeats']} timed calls after {first['warmup']} warm-up; rnnbench {first['git_revision']}.", ""]
+        for r in rows:
+            if r["status"] != "ok":
+                out += [f"- {r['cell']}: {r['status']}: {r['error']}"]
+        if any(r["status"] != "ok" for r in rows):
+            out.append("")
+    return out
+
+
+def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None,
+           speed_rows: list[dict[str, Any]] | None = None) -> str:
     plots = plots or {}
     out = ["# rnnbench report", ""]
     if not rows:
-        return "\n".join(out + ["No runs stored yet: run `rnnbench run ...` first.", ""])
+        out += ["No runs stored yet: run `rnnbench run ...` first.", ""]
+        return "\n".join(out + render_speed(speed_rows or []))
     count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
     out += [f"{len(rows)} runs stored: {count['ok']} ok, {count['failed']} failed, {count['skipped']} skipped.", ""]
     memory_kinds = sorted({r["memory_kind"] for r in rows if r["status"] == "ok"})
@@ -172,6 +221,7 @@ def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None) -> s
         envs[key].append(r)
     out.append(markdown_table(["device", "torch", "lightning", "CUDA", "CPU threads", "rnnbench revision", "runs"],
                               [[*(str(k) if k is not None else "-" for k in key), str(len(v))] for key, v in envs.items()]))
+    out += [""] + render_speed(speed_rows or [])
     return "\n".join(out) + "\n"
 
 
@@ -198,7 +248,7 @@ def plot_metric_vs_time(task: str, entries: list[dict[str, Any]], path: Path) ->
     return path
 
 
-def write_report(rows: list[dict[str, Any]], out: Path) -> Path:
+def write_report(rows: list[dict[str, Any]], out: Path, speed_rows: list[dict[str, Any]] | None = None) -> Path:
     """Write OUT/report.md and one PNG per task beside it."""
     out.mkdir(parents=True, exist_ok=True)
     plots = {}
@@ -208,6 +258,6 @@ def write_report(rows: list[dict[str, Any]], out: Path) -> Path:
         plots[task] = name
     path = out / "report.md"
     tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(render(rows, plots))
+    tmp.write_text(render(rows, plots, speed_rows))
     tmp.replace(path)
     return path

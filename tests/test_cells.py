@@ -13,7 +13,12 @@ import torch
 
 from cells import CELLS, build_cell, copy_weights
 
-TWINNED = [spec.name for spec in CELLS if spec.twin]
+EAGER = [spec.name for spec in CELLS if not spec.compiled]
+TWINNED = [spec.name for spec in CELLS if spec.twin and not spec.compiled]
+# compiled cells compile once per shape (seconds each): they get two configurations that between
+# them cover one and two layers and directions, lengths, and both precisions
+COMPILED = [spec.name for spec in CELLS if spec.twin and spec.compiled]
+COMPILED_CONFIGS = [((3, 5), 1, False, False, torch.float32), ((8, 16), 2, True, True, torch.float64)]
 SIZES = [(3, 5), (8, 16)]  # (input_size, hidden_size)
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
 
@@ -73,6 +78,17 @@ def test_matches_twin(name, sizes, num_layers, bidirectional, with_lengths, dtyp
     assert_same(cell, twin, x, lengths=lengths)
 
 
+@pytest.mark.parametrize("sizes, num_layers, bidirectional, with_lengths, dtype", COMPILED_CONFIGS,
+                         ids=["1layer-uni-dense-f32", "2layers-bi-lengths-f64"])
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_matches_twin(name, sizes, num_layers, bidirectional, with_lengths, dtype):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # compile afresh, so that the count below sees this cell's graphs
+    test_matches_twin(name, sizes, num_layers, bidirectional, with_lengths, dtype)
+    assert counters["stats"]["unique_graphs"] >= 1, "the time loop must run as a compiled graph"
+
+
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["dense", "lengths"])
 @pytest.mark.parametrize("name", TWINNED)
 def test_matches_twin_from_given_state(name, with_lengths):
@@ -90,7 +106,7 @@ def test_relu_rnn_matches_twin(bidirectional):
     assert_same(cell, twin, torch.randn(4, 6, 3, dtype=torch.float64), lengths=torch.tensor([6, 2, 5, 1]))
 
 
-@pytest.mark.parametrize("name", CELLS.names())
+@pytest.mark.parametrize("name", EAGER)
 def test_padding_does_not_change_results(name):
     """A padded batch gives each sequence the outputs and state it gets alone."""
     torch.manual_seed(0)
@@ -109,7 +125,7 @@ def test_padding_does_not_change_results(name):
     torch.testing.assert_close(out_g, out)
 
 
-@pytest.mark.parametrize("name", CELLS.names())
+@pytest.mark.parametrize("name", EAGER)
 def test_shapes_and_state_form(name):
     spec = CELLS.get(name)
     cell = build_cell(name, 3, 4, num_layers=3, bidirectional=True)

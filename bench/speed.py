@@ -1,0 +1,245 @@
+"""Cell-level speed and memory, in the manner of DeepBench and PyTorch's fastrnns.
+
+    rnnbench speed                                    # every cell at the MNIST-row shape, CPU
+    rnnbench speed --cell lstm_fused --cell lstm_compiled --shape fastrnns --shape 32,50,256,256
+    rnnbench speed --device cuda --shape-set gpu
+
+For every cell and shape: the forward pass and forward+backward (loss = sum of the outputs;
+the input needs no gradient, as for pixels or embeddings), timed after warm-up over many
+repeats with the device synchronised (CUDA events on GPU), median and interquartile range;
+tokens/s (batch x steps per second of forward+backward); achieved FLOP/s of the matmuls
+against the peak the same run measures with a large matmul on the same device; peak memory
+(the CUDA allocator's peak on GPU, bytes saved for backward on CPU); and the first call's time
+(compilation and other set-up) in its own column.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from bench.measure import SavedTensorBytes
+from cells import CELLS, build_cell
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    batch: int
+    steps: int
+    input_size: int
+    hidden_size: int
+    layers: int = 1
+    directions: int = 1
+
+    def describe(self) -> str:
+        return (f"B={self.batch} T={self.steps} I={self.input_size} H={self.hidden_size}"
+                f" L={self.layers} D={self.directions}")
+
+
+SHAPES = {s.name: s for s in [
+    Shape("mnist-row", 64, 28, 28, 128),
+    Shape("mnist-pixel", 64, 784, 1, 128),
+    Shape("fastrnns", 64, 100, 512, 512),  # the default of PyTorch's benchmarks/fastrnns
+    # DeepBench-like training shapes (hidden = input, 25 or 50 steps); sized for GPUs
+    Shape("deepbench-h512-b32-t25", 32, 25, 512, 512),
+    Shape("deepbench-h1024-b64-t25", 64, 25, 1024, 1024),
+    Shape("deepbench-h2048-b32-t25", 32, 25, 2048, 2048),
+    Shape("deepbench-h1536-b16-t50", 16, 50, 1536, 1536),
+]}
+SHAPE_SETS = {
+    "cpu": ["mnist-row"],
+    "mnist": ["mnist-row", "mnist-pixel"],
+    "gpu": ["fastrnns", "deepbench-h512-b32-t25", "deepbench-h1024-b64-t25", "deepbench-h2048-b32-t25",
+            "deepbench-h1536-b16-t50"],
+}
+GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
+
+
+def parse_shape(text: str) -> Shape:
+    """A named shape, or B,T,I,H[,L[,D]]."""
+    if text in SHAPES:
+        return SHAPES[text]
+    try:
+        numbers = [int(v) for v in text.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (4, 5, 6) or min(numbers) < 1 or (len(numbers) == 6 and numbers[5] not in (1, 2)):
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)} or B,T,I,H[,L[,D]] with positive integers "
+                         f"and D in 1, 2; got {text!r}")
+    return Shape(text, *numbers)
+
+
+def matmul_flops(shape: Shape, architecture: str) -> int:
+    """Matmul FLOPs of one forward pass (2 per multiply-add); element-wise work is not counted.
+
+    Per layer and direction: the input projection 2*B*T*I_l*G*H and the recurrence 2*B*T*H*G*H,
+    with G gate blocks (RNN 1, LSTM 4, GRU 3) and I_l = I for the first layer, D*H after it.
+    The backward pass does twice the forward's matmul work (gradients of inputs and weights).
+    """
+    g, h = GATES[architecture], shape.hidden_size
+    total = 0
+    for layer in range(shape.layers):
+        inputs = shape.input_size if layer == 0 else shape.directions * h
+        total += shape.directions * 2 * shape.batch * shape.steps * (inputs * g * h + h * g * h)
+    return total
+
+
+def flops_per_second(flops: float, seconds: float) -> float:
+    return flops / seconds if seconds > 0 else float("nan")
+
+
+class Timer:
+    """Times calls of a function: warm-up calls first, then `repeats` timed calls, each bracketed
+    by device synchronisation. On CUDA, CUDA events time the device; elsewhere the clock."""
+
+    def __init__(self, device: torch.device, clock: Callable[[], float] = time.perf_counter,
+                 sync: Callable[[], None] | None = None):
+        self.device, self.clock = device, clock
+        self.sync = sync or ((lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None))
+
+    def __call__(self, fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+        for _ in range(warmup):
+            fn()
+        samples = []
+        if self.device.type == "cuda":
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                self.sync()
+                start.record()
+                fn()
+                end.record()
+                self.sync()
+                samples.append(start.elapsed_time(end) / 1e3)
+            return samples
+        for _ in range(repeats):
+            self.sync()
+            begin = self.clock()
+            fn()
+            self.sync()
+            samples.append(self.clock() - begin)
+        return samples
+
+    def once(self, fn: Callable[[], object]) -> float:
+        self.sync()
+        begin = self.clock()
+        fn()
+        self.sync()
+        return self.clock() - begin
+
+
+def median_iqr(samples: list[float]) -> tuple[float, float]:
+    if len(samples) < 2:
+        return samples[0], 0.0
+    q = statistics.quantiles(samples, n=4)
+    return statistics.median(samples), q[2] - q[0]
+
+
+def peak_matmul_flops(device: torch.device, timer: Timer, size: int | None = None, repeats: int = 10) -> float:
+    """FLOP/s of a large float32 matmul on `device`: the peak the achieved figures are set against."""
+    size = size or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    seconds = statistics.median(timer(lambda: a @ b, warmup=2, repeats=repeats))
+    return flops_per_second(2 * size**3, seconds)
+
+
+def measure_cell(name: str, shape: Shape, device: torch.device, timer: Timer, warmup: int, repeats: int) -> dict:
+    spec = CELLS.get(name)
+    torch.manual_seed(0)
+    cell = build_cell(name, shape.input_size, shape.hidden_size, shape.layers, shape.directions == 2).to(device)
+    x = torch.randn(shape.batch, shape.steps, shape.input_size, device=device)
+    params = list(cell.parameters())
+
+    def forward():
+        with torch.no_grad():
+            cell(x)
+
+    def forward_backward():
+        output, _ = cell(x)
+        output.sum().backward()
+        for p in params:
+            p.grad = None
+
+    first = timer.once(forward_backward)  # compilation and other one-time set-up
+    forward_ms, forward_iqr = median_iqr(timer(forward, warmup, repeats))
+    step_ms, step_iqr = median_iqr(timer(forward_backward, warmup, repeats))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        forward_backward()
+        memory, kind = torch.cuda.max_memory_allocated(device), "cuda allocator peak"
+    else:
+        with SavedTensorBytes(params) as saved:
+            output, _ = cell(x)
+        output.sum().backward()
+        memory, kind = saved.nbytes, "cpu: bytes saved for backward"
+    flops = 3 * matmul_flops(shape, spec.architecture)
+    return {
+        "cell": name, "architecture": spec.architecture, "twin": spec.twin, "shape": shape.name,
+        **{f"shape_{k}": v for k, v in asdict(shape).items() if k != "name"},
+        "forward_ms": 1e3 * forward_ms, "forward_ms_iqr": 1e3 * forward_iqr,
+        "forward_backward_ms": 1e3 * step_ms, "forward_backward_ms_iqr": 1e3 * step_iqr,
+        "tokens_per_s": shape.batch * shape.steps / step_ms,
+        "flops_per_s": flops_per_second(flops, step_ms), "first_call_s": first,
+        "memory_bytes": memory, "memory_kind": kind, "warmup": warmup, "repeats": repeats,
+    }
+
+
+MAX_COMPILED_STEPS = 100  # compiling a longer unrolled loop takes many minutes
+
+
+def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup: int = 5, repeats: int = 30,
+              report: Callable[[dict], None] = lambda row: None) -> list[dict]:
+    """Measure every cell (and the fused twin of each, for the ratio) at every shape; store the rows."""
+    import uuid
+    from datetime import datetime, timezone
+
+    from bench.environment import device_name, environment, git_revision
+
+    session = uuid.uuid4().hex[:12]
+    names = list(dict.fromkeys(cells + [CELLS.get(c).twin for c in cells if CELLS.get(c).twin]))
+    common = {"session": session, "git_revision": git_revision(),
+              "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    rows = []
+
+    def finish(row):
+        row = {**common, "measurement_id": uuid.uuid4().hex, **row}
+        store.save(row, table="speed")
+        rows.append(row)
+        report(row)
+
+    if device == "cuda" and not torch.cuda.is_available():
+        for shape in shapes:
+            for name in names:
+                finish({"status": "skipped", "cell": name, "shape": shape.name, "device": "cuda",
+                        "error": "no CUDA device: torch.cuda.is_available() is False"})
+        return rows
+    torch_device = torch.device(device)
+    timer = Timer(torch_device)
+    peak = peak_matmul_flops(torch_device, timer)
+    env = environment(device)
+    for shape in shapes:
+        measured = {}
+        for name in names:
+            base = {"cell": name, "shape": shape.name, "device": device_name(device), "environment": env,
+                    "peak_flops_per_s": peak}
+            if CELLS.get(name).compiled and shape.steps > MAX_COMPILED_STEPS:
+                finish({**base, "status": "skipped", "error": f"compiled cells are measured up to "
+                        f"{MAX_COMPILED_STEPS} steps: compiling {shape.steps} unrolled steps takes many minutes"})
+                continue
+            try:
+                result = measure_cell(name, shape, torch_device, timer, warmup, repeats)
+            except Exception as err:  # noqa: BLE001 - recorded, and the other cells go on
+                finish({**base, "status": "failed", "error": f"{type(err).__name__}: {err}"})
+                continue
+            measured[name] = result
+        for name, result in measured.items():
+            twin = CELLS.get(name).twin or name
+            ratio = (result["forward_backward_ms"] / measured[twin]["forward_backward_ms"]) if twin in measured else None
+            finish({**result, "status": "ok", "ratio_to_fused": ratio, "device": device_name(device),
+                    "environment": env, "peak_flops_per_s": peak})
+    return rows
