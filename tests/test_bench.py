@@ -16,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.store import COLUMNS, ResultsStore
+from bench.store import COLUMNS, SPEED_COLUMNS, ResultsStore
 from cells import CELLS, register_cell
 from cells.lstm import LSTMFused
 
@@ -214,5 +214,5 @@ def test_killed_process_loses_no_finished_run_and_leaves_no_half_row(shared_data
 def test_readme_documents_every_column():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme[readme.index("### Results store") :]
-    for column in COLUMNS:
+    for column in [*COLUMNS, *SPEED_COLUMNS]:
         assert f"`{column}`" in section, column
