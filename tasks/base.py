@@ -156,3 +156,25 @@ def last_state_features(state: tuple[Tensor, ...], num_layers: int, num_directio
     h = state[0]  # (layers * directions, B, H)
     last = h.view(num_layers, num_directions, h.shape[1], h.shape[2])[-1]  # (D, B, H)
     return torch.cat(tuple(last), dim=1)
+
+
+class StateBridge(nn.Module):
+    """An encoder's final state -> a decoder's initial state, for encoder-decoder networks.
+
+    Per layer, the directions of each state tensor are concatenated and mapped by a linear layer
+    and tanh: (layers * directions, B, H_enc) -> (layers, B, H_dec), one map per state tensor.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.layers, self.directions = encoder.num_layers, encoder.num_directions
+        self.maps = nn.ModuleList(
+            nn.Linear(self.directions * encoder.hidden_size, decoder.hidden_size) for _ in range(decoder.state_size)
+        )
+
+    def forward(self, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        out = []
+        for linear, s in zip(self.maps, state):  # s (L*D, B, H)
+            per_layer = s.view(self.layers, self.directions, s.shape[1], s.shape[2]).permute(0, 2, 1, 3)  # (L, B, D, H)
+            out.append(torch.tanh(linear(per_layer.reshape(self.layers, s.shape[1], -1))).contiguous())  # (L, B, H)
+        return tuple(out)

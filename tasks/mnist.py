@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import torch
 import torchmetrics
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from cells import build_cell
 from tasks.base import Budget, ModelConfig, Task, last_state_features, register_task
-from tasks.mnist_data import load_file, load_mnist, FILES
+from tasks.mnist_data import MNISTDataModule
 
 SIDE = 28
 PIXELS = SIDE * SIDE
@@ -57,43 +56,26 @@ def snake(side: int = SIDE) -> Tensor:
     return grid.reshape(-1)
 
 
-class MNISTScanData(L.LightningDataModule):
+class MNISTScanData(MNISTDataModule):
     """Images scanned into (steps, features) sequences; validation split off the training set."""
 
+    eval_batch_factor = 2
+
     def __init__(self, data_dir: Path | None, order: Tensor, steps: int, batch_size: int, download: bool = True):
-        super().__init__()
-        self.data_dir, self.order, self.steps = data_dir, order, steps
-        self.batch_size, self.download = batch_size, download
-
-    def prepare_data(self) -> None:  # one process: fetch what is missing
-        from tasks.mnist_data import data_dir_from
-
-        for name in FILES:
-            load_file(name, data_dir_from(self.data_dir), download=self.download)
+        super().__init__(data_dir, batch_size, download)
+        self.order, self.steps = order, steps
 
     def scan(self, images: Tensor) -> Tensor:
         pixels = (images.reshape(-1, PIXELS).float() / 255 - MEAN) / STD  # (N, 784)
         return pixels[:, self.order].view(len(images), self.steps, PIXELS // self.steps)  # (N, T, F)
 
-    def setup(self, stage: str | None = None) -> None:
-        if hasattr(self, "test_set"):
-            return
-        mnist = load_mnist(self.data_dir, download=False)
+    def build(self, mnist):
         train = TensorDataset(self.scan(mnist["train_images"]), mnist["train_labels"].long())
         generator = torch.Generator().manual_seed(SPLIT_SEED)
-        self.train_set, self.val_set = torch.utils.data.random_split(
+        train_set, val_set = torch.utils.data.random_split(
             train, [len(train) - VALIDATION_SIZE, VALIDATION_SIZE], generator=generator
         )
-        self.test_set = TensorDataset(self.scan(mnist["test_images"]), mnist["test_labels"].long())
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=2 * self.batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=2 * self.batch_size)
+        return train_set, val_set, TensorDataset(self.scan(mnist["test_images"]), mnist["test_labels"].long())
 
 
 class SequenceClassifier(nn.Module):

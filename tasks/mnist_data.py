@@ -13,7 +13,9 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+import lightning as L
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 FILES = {  # uncompressed name -> md5 of the uncompressed bytes
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -120,3 +122,34 @@ def load_mnist(
         out[f"{split}_images"] = _parse_idx(load_file(images, folder, download, mirrors), images, 2051)
         out[f"{split}_labels"] = _parse_idx(load_file(labels, folder, download, mirrors), labels, 2049)
     return out
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """Data made from MNIST: `prepare_data` fetches and checks the files once, `setup` loads them
+    and calls `build` for the three splits; the loaders serve them."""
+
+    eval_batch_factor = 1  # evaluation needs no gradients, so it may take larger batches
+
+    def __init__(self, data_dir: str | Path | None, batch_size: int, download: bool = True):
+        super().__init__()
+        self.data_dir, self.batch_size, self.download = data_dir, batch_size, download
+
+    def prepare_data(self) -> None:
+        for name in FILES:
+            load_file(name, data_dir_from(self.data_dir), download=self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not hasattr(self, "test_set"):
+            self.train_set, self.val_set, self.test_set = self.build(load_mnist(self.data_dir, download=False))
+
+    def build(self, mnist: dict[str, torch.Tensor]) -> tuple[Dataset, Dataset, Dataset]:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.eval_batch_factor * self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=self.eval_batch_factor * self.batch_size)

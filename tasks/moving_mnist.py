@@ -25,16 +25,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 import torchmetrics
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from cells import build_cell
-from tasks.base import Budget, ModelConfig, Option, Task, register_task
-from tasks.mnist_data import FILES, data_dir_from, load_file, load_mnist
+from tasks.base import Budget, ModelConfig, Option, StateBridge, Task, register_task
+from tasks.mnist_data import MNISTDataModule
 
 SIZE = 64
 DIGIT = 28
@@ -89,34 +88,15 @@ class MovingMNIST(Dataset):
         return frames[:INPUT_FRAMES], frames[INPUT_FRAMES:]  # (10, 64, 64) each
 
 
-class MovingMNISTData(L.LightningDataModule):
+class MovingMNISTData(MNISTDataModule):
     def __init__(self, data_dir, batch_size: int, sizes: dict[str, int], frame_step: int, download: bool):
-        super().__init__()
-        self.data_dir, self.batch_size, self.sizes = data_dir, batch_size, sizes
-        self.frame_step, self.download = frame_step, download
+        super().__init__(data_dir, batch_size, download)
+        self.sizes, self.frame_step = sizes, frame_step
 
-    def prepare_data(self) -> None:
-        for name in FILES:
-            load_file(name, data_dir_from(self.data_dir), download=self.download)
-
-    def setup(self, stage: str | None = None) -> None:
-        if hasattr(self, "test_set"):
-            return
-        mnist = load_mnist(self.data_dir, download=False)
-        train_digits = mnist["train_images"][:-VALIDATION_DIGITS]
-        val_digits = mnist["train_images"][-VALIDATION_DIGITS:]
-        self.train_set = MovingMNIST(train_digits, self.sizes["train"], SPLIT_SEEDS["train"], self.frame_step)
-        self.val_set = MovingMNIST(val_digits, self.sizes["val"], SPLIT_SEEDS["val"], self.frame_step)
-        self.test_set = MovingMNIST(mnist["test_images"], self.sizes["test"], SPLIT_SEEDS["test"], self.frame_step)
-
-    def train_dataloader(self):
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.val_set, batch_size=self.batch_size)
-
-    def test_dataloader(self):
-        return DataLoader(self.test_set, batch_size=self.batch_size)
+    def build(self, mnist):
+        digits = {"train": mnist["train_images"][:-VALIDATION_DIGITS], "val": mnist["train_images"][-VALIDATION_DIGITS:],
+                  "test": mnist["test_images"]}
+        return tuple(MovingMNIST(digits[s], self.sizes[s], SPLIT_SEEDS[s], self.frame_step) for s in ("train", "val", "test"))
 
 
 class ConvFrames(nn.Module):
@@ -154,8 +134,7 @@ class FramePredictor(nn.Module):
         features = 256 if self.conv else SIZE * SIZE
         self.encoder = build_cell(model.cell, features, hidden, model.num_layers, model.bidirectional, model.dropout)
         self.decoder = build_cell(model.cell, 1, hidden, model.num_layers, False, model.dropout)
-        directions = self.encoder.num_directions
-        self.bridge = nn.ModuleList(nn.Linear(directions * hidden, hidden) for _ in range(self.decoder.state_size))
+        self.bridge = StateBridge(self.encoder, self.decoder)
         self.readout = nn.Linear(hidden, 256 if self.conv else SIZE * SIZE)
 
     def forward(self, inputs: Tensor, future: int = FRAMES - INPUT_FRAMES) -> Tensor:
@@ -163,12 +142,7 @@ class FramePredictor(nn.Module):
         b = inputs.shape[0]
         features = self.conv.frames_to_features(inputs) if self.conv else inputs.reshape(b, inputs.shape[1], -1)
         _, state = self.encoder(features)
-        layers, directions = self.encoder.num_layers, self.encoder.num_directions
-        start = []
-        for bridge, s in zip(self.bridge, state):  # (L*D, B, H) -> (L, B, H)
-            per_layer = s.view(layers, directions, b, -1).permute(0, 2, 1, 3).reshape(layers, b, -1)
-            start.append(torch.tanh(bridge(per_layer)).contiguous())
-        output, _ = self.decoder(inputs.new_zeros(b, future, 1), tuple(start))  # (B, future, H)
+        output, _ = self.decoder(inputs.new_zeros(b, future, 1), self.bridge(state))  # (B, future, H)
         out = self.readout(output)
         if self.conv:
             return self.conv.features_to_logits(out)

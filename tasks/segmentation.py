@@ -22,16 +22,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 import torchmetrics
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from cells import build_cell
 from tasks.base import Budget, ModelConfig, Task, register_task
-from tasks.mnist_data import FILES, data_dir_from, load_file, load_mnist
+from tasks.mnist_data import MNISTDataModule
 
 HEIGHT, WIDTH = 64, 84
 DIGIT = 28
@@ -74,32 +73,17 @@ class Scenes(Dataset):
         return image[None], label  # (1, 64, 84), (64, 84)
 
 
-class ScenesData(L.LightningDataModule):
+class ScenesData(MNISTDataModule):
     def __init__(self, data_dir, batch_size: int, sizes: dict[str, int], download: bool):
-        super().__init__()
-        self.data_dir, self.batch_size, self.sizes, self.download = data_dir, batch_size, sizes, download
+        super().__init__(data_dir, batch_size, download)
+        self.sizes = sizes
 
-    def prepare_data(self) -> None:
-        for name in FILES:
-            load_file(name, data_dir_from(self.data_dir), download=self.download)
-
-    def setup(self, stage: str | None = None) -> None:
-        if hasattr(self, "test_set"):
-            return
-        m = load_mnist(self.data_dir, download=False)
-        cut = len(m["train_images"]) - VALIDATION_DIGITS
-        self.train_set = Scenes(m["train_images"][:cut], m["train_labels"][:cut], self.sizes["train"], SPLIT_SEEDS["train"])
-        self.val_set = Scenes(m["train_images"][cut:], m["train_labels"][cut:], self.sizes["val"], SPLIT_SEEDS["val"])
-        self.test_set = Scenes(m["test_images"], m["test_labels"], self.sizes["test"], SPLIT_SEEDS["test"])
-
-    def train_dataloader(self):
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.val_set, batch_size=self.batch_size)
-
-    def test_dataloader(self):
-        return DataLoader(self.test_set, batch_size=self.batch_size)
+    def build(self, mnist):
+        cut = len(mnist["train_images"]) - VALIDATION_DIGITS
+        pools = {"train": (mnist["train_images"][:cut], mnist["train_labels"][:cut]),
+                 "val": (mnist["train_images"][cut:], mnist["train_labels"][cut:]),
+                 "test": (mnist["test_images"], mnist["test_labels"])}
+        return tuple(Scenes(*pools[s], self.sizes[s], SPLIT_SEEDS[s]) for s in ("train", "val", "test"))
 
 
 class ReNetSegmenter(nn.Module):

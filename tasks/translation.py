@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from cells import build_cell
-from tasks.base import Budget, ModelConfig, Option, Task, register_task
+from tasks.base import Budget, ModelConfig, Option, StateBridge, Task, register_task
 from tasks.mnist_data import DataError
 from tasks.translation_data import Corpus, find_ding, parse_ding, parse_tsv, split_pairs
 
@@ -222,21 +222,15 @@ class Seq2Seq(nn.Module):
         self.encoder = build_cell(model.cell, embed, hidden, model.num_layers, model.bidirectional, model.dropout)
         self.decoder = build_cell(model.cell, embed, hidden, model.num_layers, False, model.dropout)
         directions = self.encoder.num_directions
-        # encoder final state (per layer, all directions) -> decoder initial state, per state tensor
-        self.bridge = nn.ModuleList(nn.Linear(directions * hidden, hidden) for _ in range(self.decoder.state_size))
+        self.bridge = StateBridge(self.encoder, self.decoder)
         self.attention = AdditiveAttention(hidden, directions * hidden, hidden) if attention else None
         self.combine = nn.Linear(hidden + directions * hidden, hidden) if attention else None
         self.generator = nn.Linear(hidden, vocab_size)
 
     def encode(self, src: Tensor, src_len: Tensor):
         memory, state = self.encoder(self.embedding(src), lengths=src_len)  # (B, S, D*H)
-        layers, directions = self.encoder.num_layers, self.encoder.num_directions
-        bridged = []
-        for bridge, s in zip(self.bridge, state):  # s (L*D, B, H)
-            per_layer = s.view(layers, directions, s.shape[1], s.shape[2]).permute(0, 2, 1, 3)  # (L, B, D, H)
-            bridged.append(torch.tanh(bridge(per_layer.reshape(layers, s.shape[1], -1))).contiguous())  # (L, B, H)
         mask = torch.arange(src.shape[1], device=src.device)[None] < src_len.to(src.device)[:, None]  # (B, S)
-        return memory, mask, tuple(bridged)
+        return memory, mask, self.bridge(state)
 
     def decode(self, tgt_in: Tensor, state, memory: Tensor, mask: Tensor):
         output, state = self.decoder(self.embedding(tgt_in), state)  # (B, T, H)
