@@ -14,6 +14,7 @@ import time
 import lightning as L
 import torch
 
+MEMORY_KIND = {"cuda": "cuda allocator peak", "cpu": "cpu: saved for backward + params + optimizer state"}
 WARMUP_STEPS = 3  # steps left out of the step-time statistics (allocation, lazy init)
 MEMORY_STEP = 1  # the training step measured with saved-tensor hooks on CPU
 
@@ -109,22 +110,19 @@ class Measure(L.Callback):
         self.memory.update(params_bytes=params, optimizer_bytes=optimizer)
         self.epochs = trainer.current_epoch
         if trainer.strategy.root_device.type == "cuda":
-            self.memory["kind"] = "cuda allocator peak"
             self.memory["peak_bytes"] = torch.cuda.max_memory_allocated(trainer.strategy.root_device)
         else:
-            self.memory["kind"] = "cpu: saved for backward + params + optimizer state"
             self.memory["peak_bytes"] = self.memory.get("saved_bytes", 0) + params + optimizer
         # under ddp_spawn only callback_metrics travel back to the launching process
         for key, value in self.summary().items():
-            if isinstance(value, (int, float)):
-                trainer.callback_metrics[f"measure/{key}"] = torch.tensor(float(value), dtype=torch.float64)
+            trainer.callback_metrics[f"measure/{key}"] = torch.tensor(float(value), dtype=torch.float64)
 
     def tokens_per_second(self) -> float:
         """Tokens over time of the timed steps (batches differ in tokens, so not from the median)."""
         start = WARMUP_STEPS if len(self.step_seconds) > WARMUP_STEPS else 0
         return sum(self.tokens[start:]) / sum(self.step_seconds[start:])
 
-    def summary(self) -> dict[str, float | str]:
+    def summary(self) -> dict[str, float]:
         timed = self.step_seconds[WARMUP_STEPS:] or self.step_seconds
         median = statistics.median(timed) if timed else float("nan")
         q = statistics.quantiles(timed, n=4) if len(timed) >= 2 else [median, median, median]

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from bench.environment import device_name, environment, git_revision
-from bench.measure import Measure
+from bench.measure import MEMORY_KIND, Measure
 from bench.module import BenchModule
 from bench.store import ResultsStore
 from cells import CELLS
@@ -205,7 +205,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         samples_per_s=measured["samples_per_s"], tokens_per_s=measured.get("tokens_per_s"),
         artifacts=artifacts or None,
         peak_memory_bytes=int(measured["peak_bytes"]),
-        memory_kind="cuda allocator peak" if accelerator == "cuda" else "cpu: saved for backward + params + optimizer state",
+        memory_kind=MEMORY_KIND[accelerator],
         saved_bytes=int(measured["saved_bytes"]) if "saved_bytes" in measured else None,
         params_bytes=int(measured["params_bytes"]), optimizer_bytes=int(measured["optimizer_bytes"]),
         parameters=sum(p.numel() for p in network.parameters() if p.requires_grad),
