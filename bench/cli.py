@@ -71,13 +71,15 @@ def list_cells() -> None:
     from tasks import TASKS
 
     table = Table(title="cells")
-    for column in ("name", "architecture", "twin", "description"):
-        table.add_column(column, overflow="fold")
+    for column in ("name", "architecture", "twin"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description", overflow="fold")
     for spec in CELLS:
         table.add_row(spec.name, spec.architecture, spec.twin or "-", spec.description)
     console.print(table)
     table = Table(title="tasks")
-    for column in ("name", "primary metric", "options", "description"):
+    table.add_column("name", no_wrap=True)
+    for column in ("primary metric", "options", "description"):
         table.add_column(column, overflow="fold")
     for task in TASKS:
         options = ", ".join(f"{name}={option.default} ({option.help})" for name, option in task.options.items())

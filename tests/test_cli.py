@@ -6,17 +6,21 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from cells import CELLS
+from tasks import TASKS
 
 runner = CliRunner()
 
 
 def test_list_shows_every_cell_with_its_description():
     for command in ("list", "cells"):
-        result = runner.invoke(app, [command], env={"COLUMNS": "200"})
+        result = runner.invoke(app, [command], env={"COLUMNS": "400"})
         assert result.exit_code == 0, result.output
         for spec in CELLS:
             assert spec.name in result.output
             assert spec.description in result.output
+        for task in TASKS:
+            assert task.name in result.output and task.description in result.output
+        assert "beam=1 (beam width for the test; 1 decodes greedily)" in result.output
 
 
 def test_help_and_unknown_command():
