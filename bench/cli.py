@@ -5,6 +5,7 @@ Examples:
     rnnbench list                                              # cells and tasks
     rnnbench run --task mnist-row --cell lstm_fused --cell gru_fused --data-dir ../shared/data
     rnnbench run --task mnist-row --cell rnn_fused --seed 0 --seed 1 --seed 2 --budget smoke
+    rnnbench speed --cell gru_handwritten --cell gru_compiled  # cell-level speed and memory
     rnnbench report --out runs
     python -m bench list                                       # the same as rnnbench list
 """
@@ -27,6 +28,10 @@ EXAMPLES = """Examples:
   rnnbench run --task mnist-row --cell lstm_fused --cell gru_fused --data-dir ../shared/data
 
   rnnbench run --task mnist-pixel --cell gru_handwritten --seed 0 --seed 1 --budget smoke
+
+  rnnbench run --task translation-de-en-attention --cell gru_fused --bidirectional -o beam=5
+
+  rnnbench speed --cell lstm_fused --cell lstm_compiled --shape mnist-row
 
   rnnbench report --out runs
 """
