@@ -110,6 +110,7 @@ def run(
     bidirectional: Annotated[bool, typer.Option("--bidirectional/--unidirectional", help="Bidirectional (BRNN) encoder.")] = False,
     dropout: Annotated[float, typer.Option(help="Dropout between stacked layers (needs --layers > 1).")] = 0.0,
     devices: Annotated[int, typer.Option(help="Devices for each run; > 1 trains the run with DDP (spawned processes).")] = 1,
+    parallel: Annotated[int, typer.Option(help="Runs at once, one per device (GPU), or sharing the CPU's threads: for runs too small to fill a device.")] = 1,
     accelerator: Annotated[Accelerator, typer.Option(help="auto: CUDA when available, else CPU.")] = Accelerator.auto,
     wandb: Annotated[bool, typer.Option("--wandb/--no-wandb", help="Log runs and the leaderboard to Weights & Biases (offline unless you are logged in).")] = False,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Download missing data files.")] = True,
@@ -138,6 +139,10 @@ def run(
         )
     except ValueError as err:
         raise fail(str(err)) from None
+    if parallel < 1:
+        raise fail(f"--parallel must be a positive integer, got {parallel}")
+    if parallel > 1 and devices > 1:
+        raise fail("--parallel spreads runs one per device; it cannot be combined with --devices > 1")
     if data_dir is not None and not data_dir.is_dir() and not download:
         raise fail(f"--data-dir {data_dir} is not a folder")
     total = len(configs)
@@ -157,9 +162,12 @@ def run(
             console.print(f"{where}: [red]{event}[/] {record['error']}", highlight=False)
 
     console.print(f"{total} runs -> {out / 'results.sqlite'}", highlight=False)
-    counts = run_matrix(configs, out, data_dir, use_wandb=wandb,
-                        progress=sys.stdout.isatty() if progress is None else progress,
-                        download=download, report=report)
+    try:
+        counts = run_matrix(configs, out, data_dir, use_wandb=wandb,
+                            progress=sys.stdout.isatty() if progress is None else progress,
+                            download=download, report=report, parallel=parallel)
+    except ValueError as err:  # a matrix that cannot start (e.g. more --parallel than GPUs)
+        raise fail(str(err)) from None
     store = ResultsStore(out)
     rows = store.rows()
     path = write_report(rows, out, store.rows("speed"))
@@ -250,20 +258,8 @@ def report(
     console.print(f"report: {path}", highlight=False)
 
 
-def quiet_libraries() -> None:
-    """Keep the console to rnnbench's own lines: Lightning's info banners and tips are noise here."""
-    import logging
-    import warnings
-
-    import lightning  # noqa: F401 - it sets its loggers' levels on import, so import before overriding
-
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*litlogger.*")
-
-
 def main() -> None:
+    from bench.quiet import quiet_libraries
+
     quiet_libraries()
     app()

@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from bench.environment import device_name, environment, git_revision
+from bench.quiet import quiet_libraries
 from bench.measure import MEMORY_KIND, Measure
 from bench.module import BenchModule
 from bench.store import ResultsStore
@@ -214,28 +215,75 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
     return record
 
 
+def run_and_store(config: RunConfig, out: Path, data_dir: Path | None = None, use_wandb: bool = False,
+                  progress: bool = False, download: bool = True) -> dict[str, Any]:
+    """Execute one run and store its record, a failure included; return the record."""
+    try:
+        record = execute(config, out, data_dir, use_wandb, progress, download)
+    except (KeyboardInterrupt, SystemExit):
+        raise  # an interrupted run is not a result: nothing is stored for it
+    except Exception as err:  # noqa: BLE001 - any failure of one run is recorded and the matrix goes on
+        record = {**_base_record(config), "status": "failed", "error": f"{type(err).__name__}: {err}",
+                  "finished_at": _now()}
+        record["config"]["traceback"] = traceback.format_exc(limit=-8)
+    ResultsStore(out).save(record)
+    return record
+
+
+def _run_and_store_packed(args: tuple) -> tuple[RunConfig, dict[str, Any]]:
+    return args[0], run_and_store(*args)
+
+
+def _worker_init(slots, accelerator: str, threads: int) -> None:
+    """A worker of `--parallel`: one device (CUDA) or an equal share of the CPU threads."""
+    quiet_libraries()
+    slot = slots.get()
+    if accelerator == "cuda":
+        torch.cuda.set_device(slot)
+    torch.set_num_threads(threads)
+
+
 def run_matrix(
     configs: list[RunConfig], out: Path, data_dir: Path | None = None, use_wandb: bool = False,
     progress: bool = False, download: bool = True, report: Callable[[str, RunConfig, dict | None], None] = lambda *a: None,
+    parallel: int = 1,
 ) -> dict[str, int]:
-    """Run every config not already done; store each result as it ends. Returns counts by outcome."""
+    """Run every config not already done; store each result as it ends. Returns counts by outcome.
+
+    `parallel` > 1 runs that many runs at once, one per device: one per GPU on CUDA, on the CPU
+    each with an equal share of the threads. For runs too small to fill a device alone.
+    """
     store = ResultsStore(out)
     counts = {"ok": 0, "failed": 0, "skipped": 0, "already done": 0}
+    pending = []
     for config in configs:
         if store.done(config.run_id):
             counts["already done"] += 1
             report("already done", config, None)
-            continue
+        else:
+            pending.append(config)
+    if parallel > 1 and len(pending) > 1:
+        import multiprocessing
+
+        accelerator = pending[0].resolved_accelerator()
+        if accelerator == "cuda" and parallel > torch.cuda.device_count():
+            raise ValueError(f"--parallel {parallel} needs as many GPUs; torch sees {torch.cuda.device_count()}")
+        context = multiprocessing.get_context("spawn")
+        slots = context.Queue()
+        for slot in range(parallel):
+            slots.put(slot)
+        threads = max(1, torch.get_num_threads() // parallel)
+        with context.Pool(parallel, initializer=_worker_init, initargs=(slots, accelerator, threads)) as pool:
+            for config in pending:
+                report("start", config, None)
+            args = [(c, out, data_dir, use_wandb, False, download) for c in pending]
+            for config, record in pool.imap_unordered(_run_and_store_packed, args):
+                counts[record["status"]] += 1
+                report(record["status"], config, record)
+        return counts
+    for config in pending:
         report("start", config, None)
-        try:
-            record = execute(config, out, data_dir, use_wandb, progress, download)
-        except (KeyboardInterrupt, SystemExit):
-            raise  # an interrupted run is not a result: nothing is stored for it
-        except Exception as err:  # noqa: BLE001 - any failure of one run is recorded and the matrix goes on
-            record = {**_base_record(config), "status": "failed", "error": f"{type(err).__name__}: {err}",
-                      "finished_at": _now()}
-            record["config"]["traceback"] = traceback.format_exc(limit=-8)
-        store.save(record)
+        record = run_and_store(config, out, data_dir, use_wandb, progress, download)
         counts[record["status"]] += 1
         report(record["status"], config, record)
     return counts

@@ -216,3 +216,18 @@ def test_readme_documents_every_column():
     section = readme[readme.index("### Results store") :]
     for column in [*COLUMNS, *SPEED_COLUMNS]:
         assert f"`{column}`" in section, column
+
+
+def test_parallel_runs_share_the_cpu_one_run_per_worker(shared_data, tmp_path):
+    result = invoke("run", "--task", "mnist-row", "--cell", "rnn_fused", "--cell", "gru_fused", "--budget", "smoke",
+                    "--parallel", "2", "--out", str(tmp_path), "--data-dir", str(shared_data))
+    assert result.exit_code == 0, result.output
+    assert "2 ok" in result.output
+    rows = ResultsStore(tmp_path).rows()
+    assert sorted(r["cell"] for r in rows) == ["gru_fused", "rnn_fused"]
+    threads = max(1, torch.get_num_threads() // 2)
+    assert all(r["status"] == "ok" and r["environment"]["cpu_threads"] == threads for r in rows)
+    result = invoke("run", "--parallel", "2", "--devices", "2", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "cannot be combined with --devices" in result.output
+    result = invoke("run", "--parallel", "0", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "--parallel must be a positive integer, got 0" in result.output

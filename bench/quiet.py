@@ -1,0 +1,15 @@
+"""Console hygiene shared by the CLI and its worker processes."""
+
+
+def quiet_libraries() -> None:
+    """Keep the console to rnnbench's own lines: Lightning's info banners and tips are noise here."""
+    import logging
+    import warnings
+
+    import lightning  # noqa: F401 - it sets its loggers' levels on import, so import before overriding
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
