@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import traceback
+import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -159,7 +160,9 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
     if use_wandb:
         from lightning.pytorch.loggers import WandbLogger
 
+        # one id for the run: under ddp_spawn, fit, test and this process each open it, and resume it
         logger = WandbLogger(
+            id=uuid.uuid4().hex[:12], resume="allow",
             project=os.environ.get("WANDB_PROJECT", "rnnbench"), group=config.task, job_type="train",
             name=f"{config.task}/{config.cell}/seed{config.seed}", tags=[config.cell, CELLS.get(config.cell).architecture, config.budget],
             save_dir=str(out), config=record["config"], mode=wandb_mode(),

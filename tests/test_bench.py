@@ -231,3 +231,20 @@ def test_parallel_runs_share_the_cpu_one_run_per_worker(shared_data, tmp_path):
     assert result.exit_code == 2 and "cannot be combined with --devices" in result.output
     result = invoke("run", "--parallel", "0", "--out", str(tmp_path))
     assert result.exit_code == 2 and "--parallel must be a positive integer, got 0" in result.output
+
+
+def test_wandb_offline_with_ddp_logs_one_run_id(shared_data, tmp_path, monkeypatch):
+    from tests.wandb_reader import logged_values
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = invoke("run", "--cell", "rnn_fused", "--budget", "smoke", "--devices", "2", "--wandb",
+                    "--out", str(tmp_path), "--data-dir", str(shared_data))
+    assert result.exit_code == 0, result.output
+    training = [p for p in (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+                if "leaderboard/mnist-row/_type" not in logged_values(p)]
+    assert len({p.stem for p in training}) == 1, [p.parent.name for p in training]  # fit, test, summary: one id
+    values = {}
+    for path in training:
+        values.update(logged_values(path))
+    assert "val/accuracy" in values and "test/accuracy" in values and "summary/step_ms_median" in values
