@@ -200,7 +200,7 @@ def speed(
     Each hand-written or compiled cell is set against its fused twin measured in the same
     command (ratio < 1: faster than the fused kernel).
     """
-    from bench.speed import SHAPE_SETS, SHAPES, parse_shape, run_speed
+    from bench.speed import SHAPE_SETS, parse_shape, run_speed
     from bench.store import ResultsStore
     from cells import CELLS
     from reports.markdown import write_report

@@ -56,11 +56,11 @@ def assert_same(cell, twin, x, state=None, lengths=None):
     torch.testing.assert_close(out, out_t, rtol=tol, atol=tol, msg=lambda m: f"outputs differ: {m}")
     assert len(final) == len(final_t) == cell.state_size
     for i, (a, b) in enumerate(zip(final, final_t)):
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda m: f"final state[{i}] differs: {m}")
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda m, i=i: f"final state[{i}] differs: {m}")
     assert grads.keys() == grads_t.keys()
     for key in grads:
         assert grads[key] is not None, f"no gradient for {key}"
-        torch.testing.assert_close(grads[key], grads_t[key], rtol=tol, atol=tol, msg=lambda m: f"grad of {key}: {m}")
+        torch.testing.assert_close(grads[key], grads_t[key], rtol=tol, atol=tol, msg=lambda m, key=key: f"grad of {key}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
