@@ -233,7 +233,11 @@ def speed(
 
     console.print(f"measuring {len(names)} cells x {len(shapes)} shapes on {device.value} "
                   f"({', '.join(s.describe() for s in shapes)})", highlight=False)
-    rows = run_speed(names, shapes, device.value, store, warmup, repeats, report)
+    def starting(name, shape):
+        compiled = " (the first call compiles: seconds to minutes)" if CELLS.get(name).compiled else ""
+        console.print(f"  {name} at {shape.name}{compiled} ...", highlight=False)
+
+    rows = run_speed(names, shapes, device.value, store, warmup, repeats, report, starting)
     if table.rows:
         console.print(table)
     ok = [r for r in rows if r["status"] == "ok"]

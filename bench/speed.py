@@ -193,7 +193,8 @@ MAX_COMPILED_STEPS = 100  # compiling a longer unrolled loop takes many minutes
 
 
 def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup: int = 5, repeats: int = 30,
-              report: Callable[[dict], None] = lambda row: None) -> list[dict]:
+              report: Callable[[dict], None] = lambda row: None,
+              starting: Callable[[str, Shape], None] = lambda name, shape: None) -> list[dict]:
     """Measure every cell (and the fused twin of each, for the ratio) at every shape; store the rows."""
     import uuid
     from datetime import datetime, timezone
@@ -231,6 +232,7 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
                 finish({**base, "status": "skipped", "error": f"compiled cells are measured up to "
                         f"{MAX_COMPILED_STEPS} steps: compiling {shape.steps} unrolled steps takes many minutes"})
                 continue
+            starting(name, shape)
             try:
                 result = measure_cell(name, shape, torch_device, timer, warmup, repeats)
             except Exception as err:  # noqa: BLE001 - recorded, and the other cells go on

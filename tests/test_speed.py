@@ -96,6 +96,7 @@ def test_speed_command_stores_rows_with_ratios_and_reports_them(tmp_path):
     result = runner.invoke(app, ["speed", "--cell", "gru_handwritten", "--cell", "rnn_fused", "--shape", "8,6,3,16",
                                  "--repeats", "3", "--warmup", "1", "--out", str(tmp_path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
+    assert "  gru_fused at 8,6,3,16 ..." in result.output  # progress, cell by cell
     rows = ResultsStore(tmp_path).rows("speed")
     by_cell = {r["cell"]: r for r in rows}
     assert set(by_cell) == {"gru_handwritten", "gru_fused", "rnn_fused"}  # the twin is measured too
