@@ -198,6 +198,10 @@ def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None,
     memory_kinds = sorted({r["memory_kind"] for r in rows if r["status"] == "ok"})
     for task, entries in leaderboard(rows).items():
         out += [f"## {task}", "", markdown_table(*task_table(entries)), ""]
+        notes = sorted({(r["budget"], (r.get("config") or {}).get("budget_config", {}).get("note", ""))
+                        for e in entries for r in e["runs"]})
+        if any(note for _, note in notes):
+            out += ["Budgets: " + "; ".join(f"{budget}: {note}" for budget, note in notes if note) + ".", ""]
         if task in plots:
             out += [f"![{entries[0]['metric_name']} against training time, {task}]({plots[task]})", ""]
         out += _examples(entries)

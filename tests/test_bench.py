@@ -108,6 +108,7 @@ def test_report_renders_every_cell_with_spread(smoke_out):
     assert result.exit_code == 0, result.output
     text = (out / "report.md").read_text()
     assert "## mnist-row" in text and "test accuracy (%), mean ± std" in text
+    assert "Budgets: smoke: 8 training batches: checks the path, not accuracy." in text
     for cell in ("gru_fused", "lstm_handwritten"):
         line = next(line for line in text.splitlines() if line.startswith(f"| {cell} "))
         assert " ± " in line and "| 2 | 128 |" in line  # two seeds, 128 test samples
