@@ -249,3 +249,13 @@ def test_wandb_offline_with_ddp_logs_one_run_id(shared_data, tmp_path, monkeypat
     for path in training:
         values.update(logged_values(path))
     assert "val/accuracy" in values and "test/accuracy" in values and "summary/step_ms_median" in values
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: trains on the GPU and reads the allocator peak")
+def test_run_on_cuda_records_the_allocator_peak(shared_data, tmp_path):
+    result = invoke("run", "--cell", "gru_handwritten", "--budget", "smoke", "--accelerator", "cuda",
+                    "--out", str(tmp_path), "--data-dir", str(shared_data))
+    assert result.exit_code == 0, result.output
+    (row,) = ResultsStore(tmp_path).rows()
+    assert row["device"].startswith("cuda: ") and row["memory_kind"] == "cuda allocator peak"
+    assert row["peak_memory_bytes"] > row["params_bytes"] and row["environment"]["cuda"]

@@ -132,3 +132,15 @@ def test_speed_errors_name_the_input(tmp_path):
     assert result.exit_code == 2 and "--shape-set must be one of cpu, mnist, gpu" in result.output
     result = runner.invoke(app, ["speed", "--repeats", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--repeats >= 1" in result.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: times with CUDA events and reads the allocator peak")
+def test_speed_on_cuda_uses_events_and_the_allocator_peak(tmp_path):
+    result = runner.invoke(app, ["speed", "--device", "cuda", "--cell", "lstm_handwritten", "--shape", "8,6,3,16",
+                                 "--repeats", "3", "--warmup", "1", "--out", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = ResultsStore(tmp_path).rows("speed")
+    assert {r["cell"] for r in rows} == {"lstm_handwritten", "lstm_fused"}
+    for row in rows:
+        assert row["status"] == "ok" and row["device"].startswith("cuda: ")
+        assert row["memory_kind"] == "cuda allocator peak" and row["memory_bytes"] > 0
