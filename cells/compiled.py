@@ -18,11 +18,18 @@ from cells.gru import GRUHandwritten
 from cells.lstm import LSTMHandwritten
 from cells.rnn import RNNHandwritten
 
-# every (shape, direction, mask) is its own graph; the default limit of 8 per code object
-# would silently fall back to eager in a long matrix or in the parity tests
-torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
-if hasattr(torch._dynamo.config, "recompile_limit"):
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+
+
+def _raise_recompile_limit() -> None:
+    """Every (shape, direction, mask) is its own graph; dynamo's default limit of 8 per code object
+    would silently fall back to eager in a long matrix or in the parity tests. Done on first use:
+    importing torch._dynamo costs a second, which `import cells` should not pay."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    config.cache_size_limit = max(config.cache_size_limit, 256)
+    if hasattr(config, "recompile_limit"):
+        config.recompile_limit = max(config.recompile_limit, 256)
 
 
 class CompiledScan:
@@ -33,6 +40,7 @@ class CompiledScan:
         self._compile()
 
     def _compile(self) -> None:
+        _raise_recompile_limit()
         self._compiled_scan = torch.compile(HandwrittenCell.scan.__get__(self), fullgraph=True, dynamic=False)
 
     def scan(self, xp, state, w_hh, b_hh, mask):
