@@ -235,9 +235,13 @@ def speed(
                   f"({', '.join(s.describe() for s in shapes)})", highlight=False)
     def starting(name, shape):
         compiled = " (the first call compiles: seconds to minutes)" if CELLS.get(name).compiled else ""
-        console.print(f"  {name} at {shape.name}{compiled} ...", highlight=False)
+        console.print(f"  setting up {name} at {shape.name}{compiled} ...", highlight=False)
 
-    rows = run_speed(names, shapes, device.value, store, warmup, repeats, report, starting)
+    def timing(names, shape):
+        console.print(f"  timing {len(names)} cells at {shape.name} in turn: {warmup} warm-up calls each, then "
+                      f"{repeats} rounds of forward and {repeats} of forward+backward ...", highlight=False)
+
+    rows = run_speed(names, shapes, device.value, store, warmup, repeats, report, starting, timing)
     if table.rows:
         console.print(table)
     ok = [r for r in rows if r["status"] == "ok"]

@@ -15,6 +15,7 @@ against the peak the same run measures with a large matmul on the same device; p
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -103,28 +104,34 @@ class Timer:
         self.sync = sync or ((lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None))
 
     def __call__(self, fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
-        for _ in range(warmup):
-            fn()
-        samples = []
-        if self.device.type == "cuda":
-            for _ in range(repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                self.sync()
-                start.record()
+        return self.interleaved([fn], warmup, repeats)[0]
+
+    def interleaved(self, fns: list[Callable[[], object]], warmup: int, repeats: int) -> list[list[float]]:
+        """Warm each function up, then `repeats` rounds of one timed call of each, in turn. On a
+        shared machine whose speed drifts, the drift falls on every function alike, so their
+        ratios hold better than with one function's repeats after another's."""
+        for fn in fns:
+            for _ in range(warmup):
                 fn()
-                end.record()
-                self.sync()
-                samples.append(start.elapsed_time(end) / 1e3)
-            return samples
+        samples: list[list[float]] = [[] for _ in fns]
         for _ in range(repeats):
-            self.sync()
-            begin = self.clock()
-            fn()
-            self.sync()
-            samples.append(self.clock() - begin)
+            for fn, kept in zip(fns, samples):
+                kept.append(self._timed(fn))
         return samples
 
+    def _timed(self, fn: Callable[[], object]) -> float:
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.sync()
+            start.record()
+            fn()
+            end.record()
+            self.sync()
+            return start.elapsed_time(end) / 1e3
+        return self.once(fn)
+
     def once(self, fn: Callable[[], object]) -> float:
+        """One call on the host clock, synchronised on both sides (also on CUDA: set-up is host time)."""
         self.sync()
         begin = self.clock()
         fn()
@@ -139,54 +146,69 @@ def median_iqr(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples), q[2] - q[0]
 
 
-def peak_matmul_flops(device: torch.device, timer: Timer, size: int | None = None, repeats: int = 10) -> float:
-    """FLOP/s of a large float32 matmul on `device`: the peak the achieved figures are set against."""
+def peak_matmul_flops(device: torch.device, timer: Timer, size: int | None = None, repeats: int = 10,
+                      warmup_s: float = 0.5) -> float:
+    """FLOP/s of a large float32 matmul on `device`, the peak the achieved figures are set against:
+    the fastest of `repeats` calls after at least `warmup_s` seconds of warm-up (thread pools,
+    page faults and clock ramp-up make the first calls of a process slow)."""
     size = size or (8192 if device.type == "cuda" else 1024)
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
-    seconds = statistics.median(timer(lambda: a @ b, warmup=2, repeats=repeats))
+    first = timer.once(lambda: a @ b)  # the first of the warm-up calls
+    warmup = max(1, math.ceil(warmup_s / first) - 1) if first > 0 else 1
+    seconds = min(timer(lambda: a @ b, warmup=min(warmup, 1000), repeats=repeats))
     return flops_per_second(2 * size**3, seconds)
 
 
-def measure_cell(name: str, shape: Shape, device: torch.device, timer: Timer, warmup: int, repeats: int) -> dict:
-    spec = CELLS.get(name)
-    torch.manual_seed(0)
-    cell = build_cell(name, shape.input_size, shape.hidden_size, shape.layers, shape.directions == 2).to(device)
-    x = torch.randn(shape.batch, shape.steps, shape.input_size, device=device)
-    params = list(cell.parameters())
+class Subject:
+    """One cell built for one shape, with its input and the two functions that are timed."""
 
-    def forward():
+    def __init__(self, name: str, shape: Shape, device: torch.device, timer: Timer):
+        self.name, self.shape, self.device = name, shape, device
+        self.spec = CELLS.get(name)
+        torch.manual_seed(0)
+        self.cell = build_cell(name, shape.input_size, shape.hidden_size, shape.layers,
+                               shape.directions == 2).to(device)
+        self.x = torch.randn(shape.batch, shape.steps, shape.input_size, device=device)
+        self.params = list(self.cell.parameters())
+        self.first_call_s = timer.once(self.forward_backward)  # compilation and other one-time set-up
+        self.forward()
+
+    def forward(self) -> None:
         with torch.no_grad():
-            cell(x)
+            self.cell(self.x)
 
-    def forward_backward():
-        output, _ = cell(x)
+    def forward_backward(self) -> None:
+        output, _ = self.cell(self.x)
         output.sum().backward()
-        for p in params:
+        for p in self.params:
             p.grad = None
 
-    first = timer.once(forward_backward)  # compilation and other one-time set-up
-    forward_ms, forward_iqr = median_iqr(timer(forward, warmup, repeats))
-    step_ms, step_iqr = median_iqr(timer(forward_backward, warmup, repeats))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        forward_backward()
-        memory, kind = torch.cuda.max_memory_allocated(device), "cuda allocator peak"
-    else:
-        with SavedTensorBytes(params) as saved:
-            output, _ = cell(x)
+    def memory(self) -> tuple[int, str]:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.forward_backward()
+            return torch.cuda.max_memory_allocated(self.device), "cuda allocator peak"
+        with SavedTensorBytes(self.params) as saved:
+            output, _ = self.cell(self.x)
         output.sum().backward()
-        memory, kind = saved.nbytes, "cpu: bytes saved for backward"
-    flops = 3 * matmul_flops(shape, spec.architecture)
-    return {
-        "cell": name, "architecture": spec.architecture, "twin": spec.twin, "shape": shape.name,
-        **{f"shape_{k}": v for k, v in asdict(shape).items() if k != "name"},
-        "forward_ms": 1e3 * forward_ms, "forward_ms_iqr": 1e3 * forward_iqr,
-        "forward_backward_ms": 1e3 * step_ms, "forward_backward_ms_iqr": 1e3 * step_iqr,
-        "tokens_per_s": shape.batch * shape.steps / step_ms,
-        "flops_per_s": flops_per_second(flops, step_ms), "first_call_s": first,
-        "memory_bytes": memory, "memory_kind": kind, "warmup": warmup, "repeats": repeats,
-    }
+        return saved.nbytes, "cpu: bytes saved for backward"
+
+    def row(self, forward: list[float], forward_backward: list[float], warmup: int, repeats: int) -> dict:
+        forward_ms, forward_iqr = median_iqr(forward)
+        step_ms, step_iqr = median_iqr(forward_backward)
+        memory, kind = self.memory()
+        shape = self.shape
+        flops = 3 * matmul_flops(shape, self.spec.architecture)
+        return {
+            "cell": self.name, "architecture": self.spec.architecture, "twin": self.spec.twin, "shape": shape.name,
+            **{f"shape_{k}": v for k, v in asdict(shape).items() if k != "name"},
+            "forward_ms": 1e3 * forward_ms, "forward_ms_iqr": 1e3 * forward_iqr,
+            "forward_backward_ms": 1e3 * step_ms, "forward_backward_ms_iqr": 1e3 * step_iqr,
+            "tokens_per_s": shape.batch * shape.steps / step_ms,
+            "flops_per_s": flops_per_second(flops, step_ms), "first_call_s": self.first_call_s,
+            "memory_bytes": memory, "memory_kind": kind, "warmup": warmup, "repeats": repeats,
+        }
 
 
 MAX_COMPILED_STEPS = 100  # compiling a longer unrolled loop takes many minutes
@@ -194,7 +216,8 @@ MAX_COMPILED_STEPS = 100  # compiling a longer unrolled loop takes many minutes
 
 def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup: int = 5, repeats: int = 30,
               report: Callable[[dict], None] = lambda row: None,
-              starting: Callable[[str, Shape], None] = lambda name, shape: None) -> list[dict]:
+              starting: Callable[[str, Shape], None] = lambda name, shape: None,
+              timing: Callable[[list[str], Shape], None] = lambda names, shape: None) -> list[dict]:
     """Measure every cell (and the fused twin of each, for the ratio) at every shape; store the rows."""
     import uuid
     from datetime import datetime, timezone
@@ -224,7 +247,7 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
     peak = peak_matmul_flops(torch_device, timer)
     env = environment(device)
     for shape in shapes:
-        measured = {}
+        subjects = []
         for name in names:
             base = {"cell": name, "shape": shape.name, "device": device_name(device), "environment": env,
                     "peak_flops_per_s": peak}
@@ -234,11 +257,14 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
                 continue
             starting(name, shape)
             try:
-                result = measure_cell(name, shape, torch_device, timer, warmup, repeats)
+                subjects.append(Subject(name, shape, torch_device, timer))
             except Exception as err:  # noqa: BLE001 - recorded, and the other cells go on
                 finish({**base, "status": "failed", "error": f"{type(err).__name__}: {err}"})
-                continue
-            measured[name] = result
+        timing([s.name for s in subjects], shape)
+        # every cell of the shape in turn, round by round: the ratios to the twins compare like with like
+        forward = timer.interleaved([s.forward for s in subjects], warmup, repeats)
+        forward_backward = timer.interleaved([s.forward_backward for s in subjects], warmup, repeats)
+        measured = {s.name: s.row(f, fb, warmup, repeats) for s, f, fb in zip(subjects, forward, forward_backward)}
         for name, result in measured.items():
             twin = CELLS.get(name).twin or name
             ratio = (result["forward_backward_ms"] / measured[twin]["forward_backward_ms"]) if twin in measured else None

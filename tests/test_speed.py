@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.speed import Shape, Timer, matmul_flops, median_iqr, parse_shape
+from bench.speed import Shape, Timer, matmul_flops, median_iqr, parse_shape, peak_matmul_flops
 from bench.store import ResultsStore
 
 runner = CliRunner()
@@ -48,6 +48,44 @@ def test_timer_warms_up_then_times_each_call_between_synchronisations():
     timed = fake.log[2:]
     assert timed == ["sync", "clock", "call", "sync", "clock"] * 3, "each timed call is synchronised on both sides"
     assert median_iqr(samples) == (2.0, 2.0)  # quartiles of 1, 2, 3 (exclusive method): 1 and 3
+
+
+def test_interleaved_timing_takes_one_call_of_each_function_per_round():
+    fake = FakeClock()
+    timer = Timer(torch.device("cpu"), clock=fake.clock, sync=fake.sync)
+
+    def work(tag, seconds):
+        def fn():
+            fake.log.append(tag)
+            fake.now += seconds
+        return fn
+
+    samples = timer.interleaved([work("a", 1.0), work("b", 2.0)], warmup=2, repeats=3)
+    assert samples == [[1.0] * 3, [2.0] * 3]
+    calls = [entry for entry in fake.log if entry in ("a", "b")]
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3, "warm-up each, then one call of each per round"
+    assert fake.log[4:9] == ["sync", "clock", "a", "sync", "clock"]
+
+
+def test_peak_is_the_fastest_call_after_warming_up():
+    fake = FakeClock()
+    timer = Timer(torch.device("cpu"), clock=fake.clock, sync=fake.sync)
+    durations = iter([0.2] * 3 + [0.1, 0.05, 0.08])  # first call, two more to fill 0.5 s of warm-up, then timed
+
+    real_matmul = torch.Tensor.__matmul__
+
+    def slow_matmul(a, b):
+        fake.log.append("call")
+        fake.now += next(durations)
+        return real_matmul(a, b)
+
+    torch.Tensor.__matmul__ = slow_matmul
+    try:
+        peak = peak_matmul_flops(torch.device("cpu"), timer, size=8, repeats=3, warmup_s=0.5)
+    finally:
+        torch.Tensor.__matmul__ = real_matmul
+    assert fake.log.count("call") == 6
+    assert peak == pytest.approx(2 * 8**3 / 0.05)
 
 
 def test_first_call_is_timed_alone():
@@ -96,7 +134,8 @@ def test_speed_command_stores_rows_with_ratios_and_reports_them(tmp_path):
     result = runner.invoke(app, ["speed", "--cell", "gru_handwritten", "--cell", "rnn_fused", "--shape", "8,6,3,16",
                                  "--repeats", "3", "--warmup", "1", "--out", str(tmp_path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "  gru_fused at 8,6,3,16 ..." in result.output  # progress, cell by cell
+    assert "  setting up gru_fused at 8,6,3,16 ..." in result.output  # progress, cell by cell
+    assert "  timing 3 cells at 8,6,3,16 in turn" in result.output
     rows = ResultsStore(tmp_path).rows("speed")
     by_cell = {r["cell"]: r for r in rows}
     assert set(by_cell) == {"gru_handwritten", "gru_fused", "rnn_fused"}  # the twin is measured too
