@@ -80,7 +80,6 @@ def matmul_flops(shape: Shape, architecture: str) -> int:
 
     Per layer and direction: the input projection 2*B*T*I_l*G*H and the recurrence 2*B*T*H*G*H,
     with G gate blocks (RNN 1, LSTM 4, GRU 3) and I_l = I for the first layer, D*H after it.
-    The backward pass does twice the forward's matmul work (gradients of inputs and weights).
     """
     g, h = GATES[architecture], shape.hidden_size
     total = 0
@@ -88,6 +87,15 @@ def matmul_flops(shape: Shape, architecture: str) -> int:
         inputs = shape.input_size if layer == 0 else shape.directions * h
         total += shape.directions * 2 * shape.batch * shape.steps * (inputs * g * h + h * g * h)
     return total
+
+
+def training_matmul_flops(shape: Shape, architecture: str) -> int:
+    """Matmul FLOPs of forward+backward: the backward pass does each forward matmul twice (the
+    gradients of both operands) except where no gradient is asked for: the first layer's input
+    (like pixels or embeddings) and the initial states (zeros), as in the timed calls."""
+    g, h = GATES[architecture] * shape.hidden_size, shape.hidden_size
+    not_asked = shape.directions * 2 * shape.batch * (shape.steps * shape.input_size * g + shape.layers * h * g)
+    return 3 * matmul_flops(shape, architecture) - not_asked
 
 
 def flops_per_second(flops: float, seconds: float) -> float:
@@ -160,6 +168,49 @@ def peak_matmul_flops(device: torch.device, timer: Timer, size: int | None = Non
     return flops_per_second(2 * size**3, seconds)
 
 
+class MatmulFloor:
+    """The matmuls alone that a hand-written loop of `architecture` does at `shape`, no element-wise
+    work: per layer and direction, the input projection of all steps in one matmul and one
+    (B, H) x (H, G*H) matmul per step; backward, one (B, G*H) x (G*H, H) matmul per step for the
+    state's gradient (but the initial state's), then the weight gradients (and the input's, above the first layer) as one
+    matmul each. A floor for any cell built from torch's matmuls; a fused kernel may still beat
+    it with faster small-matrix kernels."""
+
+    def __init__(self, architecture: str, shape: Shape, device: torch.device):
+        self.name = f"matmul floor ({architecture})"
+        h, g = shape.hidden_size, GATES[architecture] * shape.hidden_size
+        rows = shape.batch * shape.steps
+        self.steps = shape.steps
+        self.layers = []  # one dict of buffers per layer and direction
+        for layer in range(shape.layers):
+            inputs = shape.input_size if layer == 0 else shape.directions * h
+            for _ in range(shape.directions):
+                def new(*size):
+                    return torch.randn(*size, device=device)
+                self.layers.append({
+                    "first": layer == 0, "x": new(rows, inputs), "w_ih": new(g, inputs), "w_hh": new(g, h),
+                    "xp": new(rows, g), "h": new(shape.batch, h), "gates": new(shape.batch, g),
+                    "d_gates": new(rows, g), "d_gates_t": new(shape.batch, g), "d_h": new(shape.batch, h),
+                    "h_all": new(rows, h), "d_w_ih": new(g, inputs), "d_w_hh": new(g, h), "d_x": new(rows, inputs),
+                })
+
+    def forward(self) -> None:
+        for b in self.layers:
+            torch.mm(b["x"], b["w_ih"].t(), out=b["xp"])
+            for _ in range(self.steps):
+                torch.mm(b["h"], b["w_hh"].t(), out=b["gates"])
+
+    def forward_backward(self) -> None:
+        self.forward()
+        for b in reversed(self.layers):
+            for _ in range(self.steps - 1):  # the initial state (zeros) needs no gradient
+                torch.mm(b["d_gates_t"], b["w_hh"], out=b["d_h"])
+            torch.mm(b["d_gates"].t(), b["h_all"], out=b["d_w_hh"])
+            torch.mm(b["d_gates"].t(), b["x"], out=b["d_w_ih"])
+            if not b["first"]:  # the first layer's input needs no gradient
+                torch.mm(b["d_gates"], b["w_ih"], out=b["d_x"])
+
+
 class Subject:
     """One cell built for one shape, with its input and the two functions that are timed."""
 
@@ -194,12 +245,13 @@ class Subject:
         output.sum().backward()
         return saved.nbytes, "cpu: bytes saved for backward"
 
-    def row(self, forward: list[float], forward_backward: list[float], warmup: int, repeats: int) -> dict:
+    def row(self, forward: list[float], forward_backward: list[float], warmup: int, repeats: int,
+            floor: tuple[list[float], list[float]]) -> dict:
         forward_ms, forward_iqr = median_iqr(forward)
         step_ms, step_iqr = median_iqr(forward_backward)
         memory, kind = self.memory()
         shape = self.shape
-        flops = 3 * matmul_flops(shape, self.spec.architecture)
+        flops = training_matmul_flops(shape, self.spec.architecture)
         return {
             "cell": self.name, "architecture": self.spec.architecture, "twin": self.spec.twin, "shape": shape.name,
             **{f"shape_{k}": v for k, v in asdict(shape).items() if k != "name"},
@@ -208,6 +260,8 @@ class Subject:
             "tokens_per_s": shape.batch * shape.steps / step_ms,
             "flops_per_s": flops_per_second(flops, step_ms), "first_call_s": self.first_call_s,
             "memory_bytes": memory, "memory_kind": kind, "warmup": warmup, "repeats": repeats,
+            "floor_forward_ms": 1e3 * statistics.median(floor[0]),
+            "floor_forward_backward_ms": 1e3 * statistics.median(floor[1]),
         }
 
 
@@ -260,11 +314,18 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
                 subjects.append(Subject(name, shape, torch_device, timer))
             except Exception as err:  # noqa: BLE001 - recorded, and the other cells go on
                 finish({**base, "status": "failed", "error": f"{type(err).__name__}: {err}"})
-        timing([s.name for s in subjects], shape)
-        # every cell of the shape in turn, round by round: the ratios to the twins compare like with like
-        forward = timer.interleaved([s.forward for s in subjects], warmup, repeats)
-        forward_backward = timer.interleaved([s.forward_backward for s in subjects], warmup, repeats)
-        measured = {s.name: s.row(f, fb, warmup, repeats) for s, f, fb in zip(subjects, forward, forward_backward)}
+        floors = {s.spec.architecture: MatmulFloor(s.spec.architecture, shape, torch_device) for s in subjects}
+        timed = subjects + list(floors.values())
+        timing([s.name for s in timed], shape)
+        # every cell of the shape (and the matmul floors) in turn, round by round: the ratios to
+        # the twins compare like with like
+        forward = dict(zip(timed, timer.interleaved([s.forward for s in timed], warmup, repeats)))
+        forward_backward = dict(zip(timed, timer.interleaved([s.forward_backward for s in timed], warmup, repeats)))
+        measured = {}
+        for s in subjects:
+            floor = floors[s.spec.architecture]
+            measured[s.name] = s.row(forward[s], forward_backward[s], warmup, repeats,
+                                     (forward[floor], forward_backward[floor]))
         for name, result in measured.items():
             twin = CELLS.get(name).twin or name
             ratio = (result["forward_backward_ms"] / measured[twin]["forward_backward_ms"]) if twin in measured else None

@@ -74,6 +74,8 @@ SPEED_COLUMNS = {  # table `speed`: one row per cell and shape measured by `rnnb
     "forward_backward_ms": "REAL",
     "forward_backward_ms_iqr": "REAL",
     "ratio_to_fused": "REAL",
+    "floor_forward_ms": "REAL",
+    "floor_forward_backward_ms": "REAL",
     "tokens_per_s": "REAL",
     "flops_per_s": "REAL",
     "peak_flops_per_s": "REAL",
@@ -99,6 +101,11 @@ class ResultsStore:
             for table, spec in TABLES.items():
                 columns = ", ".join(f"{name} {kind}" for name, kind in spec.items())
                 db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+                # a store written by an older rnnbench: add the columns it lacks (empty in its rows)
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in spec.items():
+                    if name not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind.replace('NOT NULL', '')}")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)

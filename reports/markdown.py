@@ -156,7 +156,8 @@ def render_speed(speed_rows: list[dict[str, Any]]) -> list[str]:
     out = ["## Speed of the cells", "",
            "From `rnnbench speed`: forward and forward+backward (loss = sum of outputs) medians with the "
            "interquartile range, after warm-up, device synchronised; `vs fused` = forward+backward time over "
-           "that of the fused twin measured in the same command; GFLOP/s counts matmul FLOPs only (3x the "
+           "that of the fused twin measured in the same command; matmul floor = forward+backward of the matmuls "
+           "alone that a hand-written loop does (no element-wise work), timed in turn with the cells; GFLOP/s counts matmul FLOPs only (3x the "
            "forward's for forward+backward), set against a large matmul measured in the same command; "
            "first call = one-time set-up such as compilation.", ""]
     for (device, shape), rows in latest_speed(speed_rows).items():
@@ -170,11 +171,13 @@ def render_speed(speed_rows: list[dict[str, Any]]) -> list[str]:
             body.append([r["cell"], f"{r['forward_ms']:.2f} ± {r['forward_ms_iqr']:.2f}",
                          f"{r['forward_backward_ms']:.2f} ± {r['forward_backward_ms_iqr']:.2f}",
                          "-" if r["ratio_to_fused"] is None else f"{r['ratio_to_fused']:.2f}",
+                         "-" if r.get("floor_forward_backward_ms") is None else f"{r['floor_forward_backward_ms']:.2f}",
                          f"{r['tokens_per_s']:.0f}",
                          f"{r['flops_per_s'] / 1e9:.1f} ({100 * r['flops_per_s'] / r['peak_flops_per_s']:.1f} %)",
                          f"{r['first_call_s']:.2f}", _bytes(r["memory_bytes"])])
         if body:
-            out += [markdown_table(["cell", "fwd ms", "fwd+bwd ms", "vs fused", "tokens/s", "GFLOP/s (of peak)",
+            out += [markdown_table(["cell", "fwd ms", "fwd+bwd ms", "vs fused", "matmul floor ms", "tokens/s",
+                                    "GFLOP/s (of peak)",
                                     "first call s", "memory"], body), ""]
             out += [f"Peak (large matmul): {first['peak_flops_per_s'] / 1e9:.1f} GFLOP/s; memory: {first['memory_kind']}; "
                     f"{first['repeats']} timed calls after {first['warmup']} warm-up; rnnbench {first['git_revision']}.", ""]

@@ -90,6 +90,19 @@ def test_schema_is_the_documented_one(smoke_out):
     assert names == list(COLUMNS)
 
 
+def test_a_store_from_an_older_rnnbench_gains_the_new_columns(tmp_path):
+    older = {name: kind for name, kind in SPEED_COLUMNS.items() if not name.startswith("floor_")}
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        db.execute(f"CREATE TABLE speed ({', '.join(f'{n} {k}' for n, k in older.items())})")
+        db.execute("INSERT INTO speed (measurement_id, session, status, cell, shape) VALUES ('a', 's', 'ok', 'x', 'y')")
+    store = ResultsStore(tmp_path)
+    store.save({"measurement_id": "b", "session": "s", "status": "ok", "cell": "x", "shape": "y",
+                "floor_forward_ms": 1.5}, table="speed")
+    rows = {r["measurement_id"]: r for r in store.rows("speed")}
+    assert rows["a"]["floor_forward_ms"] is None and rows["b"]["floor_forward_ms"] == 1.5
+    ResultsStore(tmp_path)  # opening it again changes nothing
+
+
 def test_rerun_skips_done_runs_and_retries_failed(smoke_out, shared_data):
     out, _ = smoke_out
     before = {r["run_id"]: r["finished_at"] for r in ResultsStore(out).rows() if r["status"] == "ok"}

@@ -7,7 +7,16 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.speed import Shape, Timer, matmul_flops, median_iqr, parse_shape, peak_matmul_flops
+from bench.speed import (
+    MatmulFloor,
+    Shape,
+    Timer,
+    matmul_flops,
+    median_iqr,
+    parse_shape,
+    peak_matmul_flops,
+    training_matmul_flops,
+)
 from bench.store import ResultsStore
 
 runner = CliRunner()
@@ -118,6 +127,34 @@ def test_flop_count_matches_the_profiler():
     assert counted == matmul_flops(Shape("s", 2, 3, 4, 5), "LSTM")
 
 
+def profiled_matmul_flops(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        fn()
+    return sum(e.flops for e in prof.key_averages() if e.key in ("aten::addmm", "aten::mm", "aten::matmul", "aten::linear"))
+
+
+@pytest.mark.parametrize("architecture", ["RNN", "LSTM", "GRU"])
+def test_training_flops_and_the_matmul_floor_match_what_a_hand_written_cell_does(architecture):
+    """Forward+backward of a hand-written cell (input needing no gradient), the count, and the
+    matmul floor's calls: the same matmul FLOPs by the profiler's count."""
+    from cells import build_cell
+
+    shape = Shape("s", 3, 4, 5, 6, layers=2, directions=2)
+    cell = build_cell(f"{architecture.lower()}_handwritten", 5, 6, num_layers=2, bidirectional=True)
+    x = torch.randn(3, 4, 5)
+
+    def step():
+        out, _ = cell(x)
+        out.sum().backward()
+
+    assert profiled_matmul_flops(step) == training_matmul_flops(shape, architecture)
+    floor = MatmulFloor(architecture, shape, torch.device("cpu"))
+    assert profiled_matmul_flops(floor.forward_backward) == training_matmul_flops(shape, architecture)
+    assert profiled_matmul_flops(floor.forward) == matmul_flops(shape, architecture)
+
+
 @pytest.mark.parametrize("text, message", [
     ("huge", "shape must be one of mnist-row"),
     ("64,28,28", "B,T,I,H"),
@@ -135,7 +172,8 @@ def test_speed_command_stores_rows_with_ratios_and_reports_them(tmp_path):
                                  "--repeats", "3", "--warmup", "1", "--out", str(tmp_path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "  setting up gru_fused at 8,6,3,16 ..." in result.output  # progress, cell by cell
-    assert "  timing 3 cells at 8,6,3,16 in turn" in result.output
+    assert ("  timing gru_handwritten, rnn_fused, gru_fused, matmul floor (GRU), matmul floor (RNN) at 8,6,3,16 "
+            "in turn") in result.output
     rows = ResultsStore(tmp_path).rows("speed")
     by_cell = {r["cell"]: r for r in rows}
     assert set(by_cell) == {"gru_handwritten", "gru_fused", "rnn_fused"}  # the twin is measured too
