@@ -193,7 +193,7 @@ def speed(
     device: Annotated[Device, typer.Option(help="cpu or cuda; cuda without a GPU records the cells as skipped.")] = Device.cpu,
     out: Annotated[Path, typer.Option(help="Folder of the results store; rows go to its table `speed`.")] = DEFAULT_OUT,
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
-    repeats: Annotated[int, typer.Option(help="Timed calls; median and interquartile range are reported.")] = 30,
+    repeats: Annotated[int, typer.Option(help="Timed calls (rounds) per cell; median and interquartile range are reported.")] = 100,
 ) -> None:
     """Time forward and forward+backward of each cell at each shape; store and report them.
 

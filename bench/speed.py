@@ -268,7 +268,7 @@ class Subject:
 MAX_COMPILED_STEPS = 100  # compiling a longer unrolled loop takes many minutes
 
 
-def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup: int = 5, repeats: int = 30,
+def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup: int = 5, repeats: int = 100,
               report: Callable[[dict], None] = lambda row: None,
               starting: Callable[[str, Shape], None] = lambda name, shape: None,
               timing: Callable[[list[str], Shape], None] = lambda names, shape: None) -> list[dict]:
