@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -218,19 +219,24 @@ def speed(
     except ValueError as err:
         raise fail(str(err)) from None
     store = ResultsStore(out)
-    table = Table(title=f"rnnbench speed ({device.value})")
-    for column in ("cell", "shape", "fwd ms", "fwd+bwd ms", "vs fused", "floor ms", "tokens/s", "GFLOP/s",
-                   "first call s", "memory"):
-        table.add_column(column)
+    tables: dict[str, Table] = {}  # one per shape, filled as the rows come
 
     def report(row):
         if row["status"] != "ok":
             console.print(f"{row['cell']} {row['shape']}: {row['status']}: {row['error']}", highlight=False)
             return
+        if row["shape"] not in tables:
+            table = tables[row["shape"]] = Table(title=f"{row['shape']} on {row['device']}", box=box.SIMPLE_HEAD,
+                                                 padding=(0, 1), collapse_padding=True, pad_edge=False)
+            table.add_column("cell", no_wrap=True)
+            for column in ("fwd ms", "fwd+bwd ms", "vs fused", "floor ms", "tok/s", "GFLOP/s", "first call s",
+                           "MiB"):
+                table.add_column(column, justify="right", min_width=max(len(word) for word in column.split()))
         ratio = "-" if row["ratio_to_fused"] is None else f"{row['ratio_to_fused']:.2f}"
-        table.add_row(row["cell"], row["shape"], f"{row['forward_ms']:.2f}", f"{row['forward_backward_ms']:.2f}",
-                      ratio, f"{row['floor_forward_backward_ms']:.2f}", f"{row['tokens_per_s']:.0f}", f"{row['flops_per_s'] / 1e9:.1f}",
-                      f"{row['first_call_s']:.2f}", f"{row['memory_bytes'] / 2**20:.2f} MiB")
+        tables[row["shape"]].add_row(
+            row["cell"], f"{row['forward_ms']:.2f}", f"{row['forward_backward_ms']:.2f}", ratio,
+            f"{row['floor_forward_backward_ms']:.2f}", f"{row['tokens_per_s']:.0f}", f"{row['flops_per_s'] / 1e9:.1f}",
+            f"{row['first_call_s']:.2f}", f"{row['memory_bytes'] / 2**20:.2f}")
 
     console.print(f"measuring {len(names)} cells x {len(shapes)} shapes on {device.value} "
                   f"({', '.join(s.describe() for s in shapes)})", highlight=False)
@@ -243,12 +249,13 @@ def speed(
                       f"{repeats} rounds of forward and {repeats} of forward+backward ...", highlight=False)
 
     rows = run_speed(names, shapes, device.value, store, warmup, repeats, report, starting, timing)
-    if table.rows:
+    for table in tables.values():
         console.print(table)
     ok = [r for r in rows if r["status"] == "ok"]
     if ok:
-        console.print(f"peak matmul on this device: {ok[0]['peak_flops_per_s'] / 1e9:.1f} GFLOP/s; floor ms: "
-                      "forward+backward of the matmuls alone of a hand-written loop at that shape", highlight=False)
+        console.print(f"peak matmul on this device: {ok[0]['peak_flops_per_s'] / 1e9:.1f} GFLOP/s. floor ms: the "
+                      "matmuls alone of a hand-written loop, forward+backward. MiB: "
+                      f"{ok[0]['memory_kind'].removeprefix('cpu: ')}.", highlight=False)
     path = write_report(store.rows(), out, store.rows("speed"))
     console.print(f"report: {path}", highlight=False)
 
