@@ -235,7 +235,8 @@ def speed(
         ratio = "-" if row["ratio_to_fused"] is None else f"{row['ratio_to_fused']:.2f}"
         tables[row["shape"]].add_row(
             row["cell"], f"{row['forward_ms']:.2f}", f"{row['forward_backward_ms']:.2f}", ratio,
-            f"{row['floor_forward_backward_ms']:.2f}", f"{row['tokens_per_s']:.0f}", f"{row['flops_per_s'] / 1e9:.1f}",
+            f"{row['floor_forward_backward_ms']:.2f}", f"{row['tokens_per_s'] / 1e3:.1f}k",
+            f"{row['flops_per_s'] / 1e9:.1f}",
             f"{row['first_call_s']:.2f}", f"{row['memory_bytes'] / 2**20:.2f}")
 
     console.print(f"measuring {len(names)} cells x {len(shapes)} shapes on {device.value} "
