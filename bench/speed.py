@@ -6,11 +6,13 @@
 
 For every cell and shape: the forward pass and forward+backward (loss = sum of the outputs;
 the input needs no gradient, as for pixels or embeddings), timed after warm-up over many
-repeats with the device synchronised (CUDA events on GPU), median and interquartile range;
-tokens/s (batch x steps per second of forward+backward); achieved FLOP/s of the matmuls
-against the peak the same run measures with a large matmul on the same device; peak memory
-(the CUDA allocator's peak on GPU, bytes saved for backward on CPU); and the first call's time
-(compilation and other set-up) in its own column.
+repeats with the device synchronised (CUDA events on GPU), median and interquartile range.
+The cells of a shape are timed in turn, one call each per round, so that a shared machine's
+drift falls on all alike. Also: tokens/s (batch x steps per second of forward+backward);
+achieved FLOP/s of the matmuls against the peak the same run measures with a large matmul on
+the same device; the matmul floor (the matmuls alone of a hand-written loop at that shape);
+peak memory (the CUDA allocator's peak on GPU, bytes saved for backward on CPU); and the first
+call's time (compilation and other set-up) in its own column.
 """
 
 from __future__ import annotations
