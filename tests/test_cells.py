@@ -38,9 +38,9 @@ def run_and_grad(cell, x, state, lengths, seed):
     output, final = cell(x, state, lengths)
     # a random linear function of everything returned, so every output element gets a gradient
     gen = torch.Generator().manual_seed(seed)
-    loss = (output * torch.randn(output.shape, generator=gen, dtype=x.dtype)).sum()
+    loss = (output * torch.randn(output.shape, generator=gen, dtype=x.dtype).to(x.device)).sum()
     for f in final:
-        loss = loss + (f * torch.randn(f.shape, generator=gen, dtype=x.dtype)).sum()
+        loss = loss + (f * torch.randn(f.shape, generator=gen, dtype=x.dtype).to(x.device)).sum()
     loss.backward()
     grads = {"x": x.grad}
     if state is not None:
@@ -87,6 +87,20 @@ def test_compiled_matches_twin(name, sizes, num_layers, bidirectional, with_leng
     before = counters["stats"]["unique_graphs"]
     test_matches_twin(name, sizes, num_layers, bidirectional, with_lengths, dtype)
     assert counters["stats"]["unique_graphs"] > before, "the time loop must run as a compiled graph"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: checks the cells against cuDNN")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", [spec.name for spec in CELLS if spec.twin])
+def test_cuda_matches_twin(name, dtype, monkeypatch):
+    """On a GPU the twin is cuDNN's kernel and the compiled cells are Triton kernels."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 would round the twin's matmuls
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    cell, twin = make_pair(name, 8, 16, 2, True, dtype)
+    cell, twin = cell.cuda(), twin.cuda()
+    x = torch.randn(5, 7, 8, dtype=dtype, device="cuda")
+    assert_same(cell, twin, x, lengths=torch.tensor([7, 3, 1, 6, 7]))
 
 
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["dense", "lengths"])
