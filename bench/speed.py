@@ -174,9 +174,9 @@ class MatmulFloor:
     """The matmuls alone that a hand-written loop of `architecture` does at `shape`, no element-wise
     work: per layer and direction, the input projection of all steps in one matmul and one
     (B, H) x (H, G*H) matmul per step; backward, one (B, G*H) x (G*H, H) matmul per step for the
-    state's gradient (but the initial state's), then the weight gradients (and the input's, above the first layer) as one
-    matmul each. A floor for any cell built from torch's matmuls; a fused kernel may still beat
-    it with faster small-matrix kernels."""
+    state's gradient (but the initial state's), then the weight gradients, and the input's above
+    the first layer, one matmul each. A floor for any cell built from torch's matmuls; a fused
+    kernel may still beat it with faster small-matrix kernels."""
 
     def __init__(self, architecture: str, shape: Shape, device: torch.device):
         self.name = f"matmul floor ({architecture})"
@@ -184,11 +184,13 @@ class MatmulFloor:
         rows = shape.batch * shape.steps
         self.steps = shape.steps
         self.layers = []  # one dict of buffers per layer and direction
+
+        def new(*size):
+            return torch.randn(*size, device=device)
+
         for layer in range(shape.layers):
             inputs = shape.input_size if layer == 0 else shape.directions * h
             for _ in range(shape.directions):
-                def new(*size):
-                    return torch.randn(*size, device=device)
                 self.layers.append({
                     "first": layer == 0, "x": new(rows, inputs), "w_ih": new(g, inputs), "w_hh": new(g, h),
                     "xp": new(rows, g), "h": new(shape.batch, h), "gates": new(shape.batch, g),

@@ -156,10 +156,11 @@ def render_speed(speed_rows: list[dict[str, Any]]) -> list[str]:
     out = ["## Speed of the cells", "",
            "From `rnnbench speed`: forward and forward+backward (loss = sum of outputs) medians with the "
            "interquartile range, after warm-up, device synchronised; `vs fused` = forward+backward time over "
-           "that of the fused twin measured in the same command; matmul floor = forward+backward of the matmuls "
-           "alone that a hand-written loop does (no element-wise work), timed in turn with the cells; GFLOP/s counts matmul FLOPs only (backward = "
-           "twice the forward's, less the gradients nobody asked for), set against a large matmul measured in the same command; "
-           "first call = one-time set-up such as compilation.", ""]
+           "that of the fused twin measured in the same command; matmul floor = forward+backward of the "
+           "matmuls alone that a hand-written loop does (no element-wise work), timed in turn with the cells; "
+           "GFLOP/s counts matmul FLOPs only (backward = twice the forward's, less the gradients nobody asked "
+           "for), set against a large matmul measured in the same command; first call = one-time set-up such "
+           "as compilation.", ""]
     for (device, shape), rows in latest_speed(speed_rows).items():
         ok = [r for r in rows if r["status"] == "ok"]
         first = ok[0] if ok else rows[0]
