@@ -171,11 +171,11 @@ def run(
         raise fail(str(err)) from None
     store = ResultsStore(out)
     rows = store.rows()
-    path = write_report(rows, out, store.rows("speed"))
+    path = write_report(rows, out, store.rows("speed"), store.rows("baselines"))
     if wandb:
         from bench.wandb_tables import log_leaderboard
 
-        log_leaderboard(rows, out)
+        log_leaderboard(rows, out, store.rows("baselines"))
     console.print(", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; report: {path}", highlight=False)
     if counts["failed"]:
         raise typer.Exit(code=1)
@@ -257,7 +257,7 @@ def speed(
         console.print(f"peak matmul on this device: {ok[0]['peak_flops_per_s'] / 1e9:.1f} GFLOP/s. floor ms: the "
                       "matmuls alone of a hand-written loop, forward+backward. MiB: "
                       f"{ok[0]['memory_kind'].removeprefix('cpu: ')}.", highlight=False)
-    path = write_report(store.rows(), out, store.rows("speed"))
+    path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"))
     console.print(f"report: {path}", highlight=False)
 
 
@@ -272,7 +272,7 @@ def report(
     if not (out / "results.sqlite").is_file():
         raise fail(f"no results store at {out / 'results.sqlite'}; run `rnnbench run --out {out}` first")
     store = ResultsStore(out)
-    path = write_report(store.rows(), out, store.rows("speed"))
+    path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"))
     console.print(f"report: {path}", highlight=False)
 
 

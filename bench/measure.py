@@ -17,6 +17,13 @@ import torch
 MEMORY_KIND = {"cuda": "cuda allocator peak", "cpu": "cpu: saved for backward + params + optimizer state"}
 WARMUP_STEPS = 3  # steps left out of the step-time statistics (allocation, lazy init)
 MEMORY_STEP = 1  # the training step measured with saved-tensor hooks on CPU
+CURVE_KEY = "curve/epochs"  # (epochs, 4): epoch, validation primary metric, mean training loss, seconds
+CURVE_FIELDS = ("epoch", "val", "train_loss", "seconds")
+
+
+def curve_rows(table: torch.Tensor) -> list[dict[str, float]]:
+    """The learning curve as stored: one dict per validation."""
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in zip(CURVE_FIELDS, row)} for row in table.tolist()]
 
 
 def samples_per_second(samples_per_step: int, step_seconds: float) -> float:
@@ -63,6 +70,11 @@ class Measure(L.Callback):
         self.fit_seconds = 0.0
         self.memory: dict[str, float] = {}
         self._saved: SavedTensorBytes | None = None
+        # the learning curve: one row per validation, (epoch, val metric, mean training loss, seconds
+        # since the fit started); the loss is summed on the device, read once per epoch (no sync a step)
+        self.curve: list[tuple[float, float, float, float]] = []
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._loss_steps = 0
 
     def _sync(self, trainer):
         if trainer.strategy.root_device.type == "cuda":
@@ -82,6 +94,10 @@ class Measure(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._sync(trainer)
         self.step_seconds.append(self.clock() - self._step_start)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._loss_sum = self._loss_sum + loss.detach()
+            self._loss_steps += 1
         self.samples_per_step = pl_module.task.samples_in(batch) * trainer.world_size
         tokens = pl_module.task.tokens_in(batch)
         if tokens is not None:
@@ -96,6 +112,9 @@ class Measure(L.Callback):
             value = float(value)
             better = max if self.mode == "max" else min
             self.best_val = value if self.best_val is None else better(self.best_val, value)
+            loss = float(self._loss_sum) / self._loss_steps if self._loss_steps else float("nan")
+            self.curve.append((trainer.current_epoch + 1, value, loss, self.clock() - self._fit_start))
+            self._loss_sum, self._loss_steps = 0.0, 0
 
     def on_fit_end(self, trainer, pl_module):
         self.fit_seconds = self.clock() - self._fit_start
@@ -116,6 +135,7 @@ class Measure(L.Callback):
         # under ddp_spawn only callback_metrics travel back to the launching process
         for key, value in self.summary().items():
             trainer.callback_metrics[f"measure/{key}"] = torch.tensor(float(value), dtype=torch.float64)
+        trainer.callback_metrics[CURVE_KEY] = torch.tensor(self.curve, dtype=torch.float64).view(-1, 4)
 
     def tokens_per_second(self) -> float:
         """Tokens over time of the timed steps (batches differ in tokens, so not from the median)."""

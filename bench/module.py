@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from tasks.base import Budget, Task
+from tasks.base import Budget, Task, optimizer_and_schedule
 
 
 class BenchModule(L.LightningModule):
@@ -43,7 +43,6 @@ class BenchModule(L.LightningModule):
         self._evaluate(batch, self.test_metrics, "test")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.budget.lr, weight_decay=self.budget.weight_decay)
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        steps = int(self.trainer.estimated_stepping_batches)
+        optimizer, schedule = optimizer_and_schedule(self.parameters(), self.budget, steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

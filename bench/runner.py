@@ -18,11 +18,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from bench.environment import device_name, environment, git_revision
 from bench.quiet import quiet_libraries
-from bench.measure import MEMORY_KIND, Measure
+from bench.measure import CURVE_KEY, MEMORY_KIND, Measure, curve_rows
 from bench.module import BenchModule
 from bench.store import ResultsStore
 from cells import CELLS
 from tasks import BUDGETS, TASKS, ModelConfig
+from tasks.base import initialise_cells
 
 ACCELERATORS = ("auto", "cpu", "cuda")
 
@@ -137,6 +138,39 @@ def _base_record(config: RunConfig) -> dict[str, Any]:
     }
 
 
+def _hash(value: Any) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None, download: bool = True) -> int:
+    """Score the task's baselines on the run's test split, once per task configuration and budget;
+    return how many were computed now (0 when the store already holds them)."""
+    task = config.task_spec()
+    budget = task.budget(config.budget)
+    task_config = task.config()
+    configuration_id = _hash([task_config, config.budget])
+    store = ResultsStore(out)
+    if store.has("task_configuration_id", configuration_id, "baselines"):
+        return 0
+    datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download,
+                                 run_dir=out / "runs" / config.run_id)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    baselines = task.baselines(datamodule)
+    for baseline in baselines:
+        metrics, samples = task.score_baseline(baseline, datamodule, budget.test_batches)
+        store.save({
+            "baseline_id": _hash([task_config, config.budget, baseline.name]),
+            "task_configuration_id": configuration_id, "task": task.name, "task_version": task.version,
+            "task_options": task.settings, "budget": config.budget, "name": baseline.name,
+            "description": baseline.description, "metric_name": task.primary_metric,
+            "metric_value": metrics[task.primary_metric], "higher_is_better": int(task.higher_is_better),
+            "metrics": metrics, "test_samples": samples, "task_config": task_config,
+            "git_revision": git_revision(), "computed_at": _now(),
+        }, table="baselines")
+    return len(baselines)
+
+
 def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wandb: bool = False,
             progress: bool = False, download: bool = True) -> dict[str, Any]:
     """Train and test one run; return its record (status ok). Raises on failure."""
@@ -148,7 +182,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
     datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download, run_dir=run_dir)
     datamodule.prepare_data()  # here, before the network: a task may size its network by the data
     model = ModelConfig(config.cell, config.resolved_hidden_size, config.num_layers, config.bidirectional, config.dropout)
-    network = task.network(model, datamodule, config.budget)
+    network = initialise_cells(task.network(model, datamodule, config.budget), budget)
     module = BenchModule(network, task, budget, config=record["config"])
 
     monitor = f"val/{task.primary_metric}"
@@ -183,6 +217,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
             raise KeyboardInterrupt
         measured = {k.removeprefix("measure/"): v.item() for k, v in trainer.callback_metrics.items()
                     if k.startswith("measure/")}
+        curve = curve_rows(trainer.callback_metrics[CURVE_KEY])
         tested = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)[0]
         if trainer.interrupted:
             raise KeyboardInterrupt
@@ -213,7 +248,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         saved_bytes=int(measured["saved_bytes"]) if "saved_bytes" in measured else None,
         params_bytes=int(measured["params_bytes"]), optimizer_bytes=int(measured["optimizer_bytes"]),
         parameters=sum(p.numel() for p in network.parameters() if p.requires_grad),
-        epochs=int(measured["epochs"]), steps=int(measured["steps"]), finished_at=_now(),
+        epochs=int(measured["epochs"]), steps=int(measured["steps"]), curve=curve, finished_at=_now(),
     )
     return record
 
@@ -222,6 +257,7 @@ def run_and_store(config: RunConfig, out: Path, data_dir: Path | None = None, us
                   progress: bool = False, download: bool = True) -> dict[str, Any]:
     """Execute one run and store its record, a failure included; return the record."""
     try:
+        ensure_baselines(config, out, data_dir, download)
         record = execute(config, out, data_dir, use_wandb, progress, download)
     except (KeyboardInterrupt, SystemExit):
         raise  # an interrupted run is not a result: nothing is stored for it

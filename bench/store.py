@@ -1,4 +1,5 @@
-"""The results store: one SQLite file, `OUT/results.sqlite`, table `runs`, one row per run.
+"""The results store: one SQLite file, `OUT/results.sqlite`: table `runs`, one row per run; `speed`,
+one row per cell and shape timed by `rnnbench speed`; `baselines`, each task's reference predictors.
 
 A row is written in one transaction when its run ends (ok, failed or skipped), so a killed
 process loses no finished run and leaves no half row. The columns are described in the
@@ -50,6 +51,7 @@ COLUMNS = {
     "git_revision": "TEXT",
     "config": "TEXT",
     "artifacts": "TEXT",
+    "curve": "TEXT",
     "started_at": "TEXT",
     "finished_at": "TEXT",
 }
@@ -88,8 +90,26 @@ SPEED_COLUMNS = {  # table `speed`: one row per cell and shape measured by `rnnb
     "git_revision": "TEXT",
     "measured_at": "TEXT",
 }
-TABLES = {"runs": COLUMNS, "speed": SPEED_COLUMNS}
-JSON_COLUMNS = ("metrics", "environment", "config", "artifacts")
+BASELINE_COLUMNS = {  # table `baselines`: a task's reference predictors, scored once per task configuration
+    "baseline_id": "TEXT PRIMARY KEY",  # hash of (task configuration, budget, name)
+    "task_configuration_id": "TEXT NOT NULL",  # hash of (task configuration, budget): one test split
+    "task": "TEXT NOT NULL",
+    "task_version": "INTEGER NOT NULL",
+    "task_options": "TEXT",
+    "budget": "TEXT NOT NULL",
+    "name": "TEXT NOT NULL",
+    "description": "TEXT",
+    "metric_name": "TEXT",
+    "metric_value": "REAL",
+    "higher_is_better": "INTEGER",
+    "metrics": "TEXT",
+    "test_samples": "INTEGER",
+    "task_config": "TEXT",
+    "git_revision": "TEXT",
+    "computed_at": "TEXT",
+}
+TABLES = {"runs": COLUMNS, "speed": SPEED_COLUMNS, "baselines": BASELINE_COLUMNS}
+JSON_COLUMNS = ("metrics", "environment", "config", "artifacts", "task_options", "task_config", "curve")
 DONE = ("ok", "skipped")  # a re-run skips these; failed runs are tried again
 
 
@@ -115,6 +135,11 @@ class ResultsStore:
             row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return row is not None and row[0] in DONE
 
+    def has(self, key: str, value: str, table: str) -> bool:
+        """Whether `table` holds a row whose column `key` is `value`."""
+        with closing(self._connect()) as db:
+            return db.execute(f"SELECT 1 FROM {table} WHERE {key} = ? LIMIT 1", (value,)).fetchone() is not None
+
     def save(self, record: dict[str, Any], table: str = "runs") -> None:
         unknown = set(record) - set(TABLES[table])
         if unknown:
@@ -129,7 +154,8 @@ class ResultsStore:
     def rows(self, table: str = "runs") -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        order = {"runs": "task, cell, seed, started_at", "speed": "measured_at, rowid"}[table]
+        order = {"runs": "task, cell, seed, started_at", "speed": "measured_at, rowid",
+                 "baselines": "task, budget, computed_at, rowid"}[table]
         with closing(self._connect()) as db:
             db.row_factory = sqlite3.Row
             rows = [dict(r) for r in db.execute(f"SELECT * FROM {table} ORDER BY {order}")]

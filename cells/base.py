@@ -81,6 +81,25 @@ class RecurrentCell(nn.Module):
         """Parameters under the names `torch.nn.RNN/LSTM/GRU` give them (`weight_ih_l0`, ...)."""
         return dict(self.named_parameters())
 
+    @torch.no_grad()
+    def initialise(self, orthogonal: bool = False, forget_bias: float | None = None) -> None:
+        """Re-initialise for long sequences, on any cell alike (they share `torch.nn`'s names).
+
+        `orthogonal`: each gate's (H, H) block of every recurrent weight orthogonal (Saxe et al.
+        2014; the recurrent initialisation of Cooijmans et al. 2016), so that the recurrence
+        neither shrinks nor grows a state at the start. `forget_bias`: the LSTM's forget-gate
+        bias (Gers et al. 2000; Jozefowicz et al. 2015 recommend 1), so that the cell starts by
+        keeping its memory; the two bias vectors sum to it (`bias_ih` holds it, `bias_hh` 0).
+        Ignored by cells without a forget gate.
+        """
+        hidden = self.hidden_size
+        for name, weight in self.weights().items():
+            if orthogonal and name.startswith("weight_hh"):
+                for block in weight.split(hidden, dim=0):  # one (H, H) block per gate
+                    nn.init.orthogonal_(block)
+            if forget_bias is not None and self.architecture == "LSTM" and name.startswith("bias"):
+                weight[hidden : 2 * hidden] = forget_bias if name.startswith("bias_ih") else 0.0  # gates i, f, g, o
+
     def forward(
         self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, State]:

@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-PERCENT_METRICS = {"accuracy", "miou", "pixel_accuracy"}  # stored as fractions, shown as %
+PERCENT_METRICS = {"accuracy", "miou", "pixel_accuracy", "no_eos"}  # stored as fractions, shown as %
 NOT_SHOWN = {"loss", "samples"}  # test metrics kept in the store but not in the tables
 
 
@@ -37,8 +38,13 @@ def _bytes(n: float | None) -> str:
     return "-" if n is None else f"{n / 2**20:.2f} MiB"
 
 
+def _number(value: float) -> str:
+    """Two decimals, or three significant digits for small values (an MSE of 0.0009)."""
+    return f"{value:.2f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
+
+
 def _mean_pm(mean: float, std: float | None) -> str:
-    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return _number(mean) + (f" ± {_number(std)}" if std is not None else "")
 
 
 def groups(rows: list[dict[str, Any]]) -> dict[str, dict[tuple, list[dict]]]:
@@ -81,10 +87,26 @@ def leaderboard(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return tables
 
 
-def task_table(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """The header and rows of one task's table: the markdown report and W&B show the same."""
+def baselines_for(entries: list[dict[str, Any]], baseline_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The baselines scored on the test split of these runs: same task configuration and budget."""
+    keys = {(json.dumps((r.get("config") or {}).get("task_config"), sort_keys=True), r["budget"])
+            for e in entries for r in e["runs"]}
+    newest = {}
+    for b in baseline_rows:  # stored oldest first
+        if (json.dumps(b["task_config"], sort_keys=True), b["budget"]) in keys:
+            newest[(b["budget"], json.dumps(b["task_options"], sort_keys=True), b["name"])] = b
+    return list(newest.values())
+
+
+def _options(options: dict[str, Any] | None) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted((options or {}).items()))
+
+
+def task_table(entries: list[dict[str, Any]], baselines: list[dict[str, Any]] = ()) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of one task's table: the markdown report and W&B show the same.
+    Baselines follow the ranked rows, marked, outside the ranking."""
     name = entries[0]["metric_name"]
-    others = sorted({k for e in entries for k in e["others"]})
+    others = sorted({k for e in entries for k in e["others"] if "@" not in k})
     with_tokens = any(e["tokens_per_s"] for e in entries)
     header = ["cell", "model", f"test {_label(name)}, mean ± std", f"best val {_label(name)}",
               *[f"test {_label(k)}" for k in others], "n", "test samples", "train s", "step ms", "samples/s",
@@ -93,13 +115,42 @@ def task_table(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     for e in entries:
         body.append([
             e["cell"], f"{e['model']} {e['budget']}", _mean_pm(*e["metric"]),
-            "-" if e["best_val_mean"] is None else f"{e['best_val_mean']:.2f}",
+            "-" if e["best_val_mean"] is None else _number(e["best_val_mean"]),
             *[_mean_pm(*e["others"][k]) if k in e["others"] else "-" for k in others],
             str(e["n"]), str(e["test_samples"]), f"{e['train_s']:.1f}", f"{e['step_ms']:.2f}",
             f"{e['samples_per_s']:.0f}", *([f"{e['tokens_per_s']:.0f}" if e["tokens_per_s"] else "-"] if with_tokens else []),
             _bytes(e["peak_memory_bytes"]), f"{e['parameters']:,}",
         ])
+    for b in baselines:
+        metrics = b["metrics"] or {}
+        body.append([
+            f"baseline: {b['name']}", f"{b['budget']} {_options(b['task_options'])}".strip(),
+            _number(b["metric_value"] * _scale(name)), "-",
+            *[_number(metrics[k] * _scale(k)) if k in metrics else "-" for k in others],
+            "-", str(b["test_samples"]), *["-"] * (5 + with_tokens),
+        ])
     return header, body
+
+
+def per_step_tables(entries: list[dict[str, Any]], baselines: list[dict[str, Any]] = ()) -> list[str]:
+    """Metrics named `name@k` (e.g. the MSE of the k-th predicted frame): one table per name, a
+    column per k, the configurations then the baselines as rows."""
+    families: dict[str, set[int]] = defaultdict(set)
+    for e in entries:
+        for key in e["others"]:
+            if "@" in key:
+                family, _, step = key.partition("@")
+                families[family].add(int(step))
+    out = []
+    for family, steps in sorted(families.items()):
+        keys = [f"{family}@{k}" for k in sorted(steps)]
+        body = [[e["cell"], f"{e['model']} {e['budget']}", *[_number(e["others"][k][0]) if k in e["others"] else "-"
+                                                               for k in keys]] for e in entries]
+        body += [[f"baseline: {b['name']}", b["budget"], *[_number(b["metrics"][k] * _scale(k)) if k in b["metrics"] else "-"
+                                                         for k in keys]] for b in baselines]
+        out += [f"Test {_label(family)} at each step k (mean over seeds):", "",
+                markdown_table(["cell", "model", *[str(k) for k in sorted(steps)]], body), ""]
+    return out
 
 
 def markdown_table(header: list[str], body: list[list[str]]) -> str:
@@ -191,7 +242,7 @@ def render_speed(speed_rows: list[dict[str, Any]]) -> list[str]:
 
 
 def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None,
-           speed_rows: list[dict[str, Any]] | None = None) -> str:
+           speed_rows: list[dict[str, Any]] | None = None, baseline_rows: list[dict[str, Any]] | None = None) -> str:
     plots = plots or {}
     out = ["# rnnbench report", ""]
     if not rows:
@@ -201,7 +252,12 @@ def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None,
     out += [f"{len(rows)} runs stored: {count['ok']} ok, {count['failed']} failed, {count['skipped']} skipped.", ""]
     memory_kinds = sorted({r["memory_kind"] for r in rows if r["status"] == "ok"})
     for task, entries in leaderboard(rows).items():
-        out += [f"## {task}", "", markdown_table(*task_table(entries)), ""]
+        baselines = baselines_for(entries, baseline_rows or [])
+        out += [f"## {task}", "", markdown_table(*task_table(entries, baselines)), ""]
+        out += per_step_tables(entries, baselines)
+        if baselines:
+            out += ["Baselines (rows marked `baseline:`, not ranked): " + "; ".join(
+                f"{b['name']}: {b['description']}" for b in baselines) + ".", ""]
         notes = sorted({(r["budget"], (r.get("config") or {}).get("budget_config", {}).get("note", ""))
                         for e in entries for r in e["runs"]})
         if any(note for _, note in notes):
@@ -256,7 +312,8 @@ def plot_metric_vs_time(task: str, entries: list[dict[str, Any]], path: Path) ->
     return path
 
 
-def write_report(rows: list[dict[str, Any]], out: Path, speed_rows: list[dict[str, Any]] | None = None) -> Path:
+def write_report(rows: list[dict[str, Any]], out: Path, speed_rows: list[dict[str, Any]] | None = None,
+                 baseline_rows: list[dict[str, Any]] | None = None) -> Path:
     """Write OUT/report.md and one PNG per task beside it."""
     out.mkdir(parents=True, exist_ok=True)
     plots = {}
@@ -266,6 +323,6 @@ def write_report(rows: list[dict[str, Any]], out: Path, speed_rows: list[dict[st
         plots[task] = name
     path = out / "report.md"
     tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(render(rows, plots, speed_rows))
+    tmp.write_text(render(rows, plots, speed_rows, baseline_rows))
     tmp.replace(path)
     return path

@@ -15,6 +15,8 @@ from torchmetrics import MetricCollection
 from cells.registry import Registry
 
 BUDGETS = ("smoke", "quick", "paper")
+OPTIMIZERS = ("adamw", "rmsprop")
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -24,14 +26,24 @@ class Budget:
     max_epochs: int
     batch_size: int
     hidden_size: int
-    lr: float  # AdamW, cosine decay to zero over the run
+    lr: float
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # gradient norm clipping
+    optimizer: str = "adamw"  # adamw | rmsprop (smoothing 0.9, as in Cooijmans et al. 2016)
+    schedule: str = "cosine"  # cosine: decay to zero over the run, per step | constant
+    orthogonal_init: bool = False  # recurrent weights orthogonal per gate (RecurrentCell.initialise)
+    forget_bias: float | None = None  # the LSTM's forget-gate bias at initialisation; None: torch's default
     # None = the whole split; an int = that many batches per epoch
     train_batches: int | None = None
     val_batches: int | None = None
     test_batches: int | None = None
     note: str = ""  # one line shown in the report
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,27 @@ class ModelConfig:
     num_layers: int = 1
     bidirectional: bool = False
     dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A reference predictor that learns nothing, scored by the task's own metric code on its test split.
+
+    `network` stands in for a trained network: the task's `evaluate` calls it the same way (for a
+    translation task it also answers `hypotheses(batch)`, the texts it proposes).
+    """
+
+    name: str  # e.g. "majority class"
+    description: str  # one line: what it predicts
+    network: Any
+
+
+def positive_int(text: str) -> int:
+    """A task option's parser: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
 
 
 @dataclass(frozen=True)
@@ -129,6 +162,27 @@ class Task:
         """What the report shows besides numbers (example outputs, pictures), after the test."""
         return {}
 
+    def baselines(self, datamodule: L.LightningDataModule) -> list[Baseline]:
+        """The task's reference predictors; called after `datamodule.setup("fit")`, so that a baseline
+        may be fitted to the training split (a majority class, a mean frame)."""
+        raise NotImplementedError(f"task {self.name!r} defines no baselines")
+
+    @torch.no_grad()
+    def score_baseline(self, baseline: Baseline, datamodule: L.LightningDataModule,
+                       test_batches: int | None = None) -> tuple[dict[str, float], int]:
+        """The baseline's test metrics (those it updated) and the test samples they cover: the first
+        `test_batches` batches of the test loader, as the runs' test covers (None: all of them)."""
+        datamodule.setup("test")
+        metrics = self.metrics()
+        samples = 0
+        for index, batch in enumerate(datamodule.test_dataloader()):
+            if test_batches is not None and index >= test_batches:
+                break
+            self.evaluate(baseline.network, batch, metrics, "test", datamodule)
+            samples += self.samples_in(batch)
+        values = {name: float(metric.compute()) for name, metric in metrics.items() if metric.update_called}
+        return values, samples
+
     def config(self) -> dict[str, Any]:
         """The task's own settings, stored with every run."""
         return {"name": self.name, "version": self.version, "options": self.settings}
@@ -137,6 +191,30 @@ class Task:
         if name not in self.budgets:
             raise ValueError(f"unknown budget {name!r} for task {self.name!r}; budgets: {', '.join(self.budgets)}")
         return self.budgets[name]
+
+
+def optimizer_and_schedule(parameters, budget: Budget, total_steps: int):
+    """The budget's optimiser and its learning-rate schedule (stepped once per optimiser step)."""
+    if budget.optimizer == "rmsprop":
+        optimizer = torch.optim.RMSprop(parameters, lr=budget.lr, alpha=0.9, weight_decay=budget.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(parameters, lr=budget.lr, weight_decay=budget.weight_decay)
+    if budget.schedule == "cosine":
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    else:
+        schedule = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    return optimizer, schedule
+
+
+def initialise_cells(network: nn.Module, budget: Budget) -> nn.Module:
+    """Apply the budget's initialisation to every recurrent cell in the network."""
+    from cells.base import RecurrentCell
+
+    if budget.orthogonal_init or budget.forget_bias is not None:
+        for module in network.modules():
+            if isinstance(module, RecurrentCell):
+                module.initialise(orthogonal=budget.orthogonal_init, forget_bias=budget.forget_bias)
+    return network
 
 
 TASKS: Registry[Task] = Registry("task")

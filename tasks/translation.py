@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from cells import build_cell
-from tasks.base import Budget, ModelConfig, Option, StateBridge, Task, register_task
+from tasks.base import Baseline, Budget, ModelConfig, Option, StateBridge, Task, positive_int, register_task
 from tasks.mnist_data import DataError
 from tasks.translation_data import Corpus, find_ding, parse_ding, parse_tsv, split_pairs
 
@@ -72,6 +73,16 @@ class SacreBLEUStat(torchmetrics.Metric):
     def signature(self) -> str:
         self.scorer.corpus_score(["a"], [["a"]])  # a signature needs one scoring
         return str(self.scorer.get_signature())
+
+
+class LengthRatio(SacreBLEUStat):
+    """Hypothesis length over reference length, in SacreBLEU's BLEU tokens (its brevity-penalty ratio)."""
+
+    def __init__(self):
+        super().__init__("bleu")
+
+    def compute(self) -> Tensor:
+        return self.stats[0] / self.stats[1].clamp(min=1)  # BLEU's statistics start (hyp_len, ref_len)
 
 
 # ---------------------------------------------------------------- data
@@ -214,10 +225,16 @@ class AdditiveAttention(nn.Module):
 
 
 class Seq2Seq(nn.Module):
-    def __init__(self, model: ModelConfig, vocab_size: int, attention: bool):
+    """`embed`: the embedding size (apart from the hidden size); `dropout`: on the embeddings and
+    on the decoder's features before the output layer; `label_smoothing`: of the training loss
+    (regularisation for a small corpus)."""
+
+    def __init__(self, model: ModelConfig, vocab_size: int, attention: bool, embed: int = 256, dropout: float = 0.0,
+                 label_smoothing: float = 0.0):
         super().__init__()
         hidden = model.hidden_size
-        embed = min(hidden, 256)
+        self.label_smoothing = label_smoothing  # of the training loss
+        self.drop = nn.Dropout(dropout)
         self.embedding = nn.Embedding(vocab_size, embed, padding_idx=PAD)  # shared: one BPE vocabulary
         self.encoder = build_cell(model.cell, embed, hidden, model.num_layers, model.bidirectional, model.dropout)
         self.decoder = build_cell(model.cell, embed, hidden, model.num_layers, False, model.dropout)
@@ -228,16 +245,16 @@ class Seq2Seq(nn.Module):
         self.generator = nn.Linear(hidden, vocab_size)
 
     def encode(self, src: Tensor, src_len: Tensor):
-        memory, state = self.encoder(self.embedding(src), lengths=src_len)  # (B, S, D*H)
+        memory, state = self.encoder(self.drop(self.embedding(src)), lengths=src_len)  # (B, S, D*H)
         mask = torch.arange(src.shape[1], device=src.device)[None] < src_len.to(src.device)[:, None]  # (B, S)
         return memory, mask, self.bridge(state)
 
     def decode(self, tgt_in: Tensor, state, memory: Tensor, mask: Tensor):
-        output, state = self.decoder(self.embedding(tgt_in), state)  # (B, T, H)
+        output, state = self.decoder(self.drop(self.embedding(tgt_in)), state)  # (B, T, H)
         if self.attention is not None:
             context = self.attention(output, memory, mask)  # (B, T, D*H)
             output = torch.tanh(self.combine(torch.cat([output, context], dim=-1)))
-        return self.generator(output), state  # (B, T, V)
+        return self.generator(self.drop(output)), state  # (B, T, V)
 
     def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
         memory, mask, state = self.encode(src, src_len)
@@ -292,14 +309,18 @@ class Seq2Seq(nn.Module):
         return tokens[torch.arange(batch), best, 1:]
 
 
+class TextBaseline(nn.Module):
+    """A baseline translator: `hypotheses(batch)` gives its output texts for a batch."""
+
+    def __init__(self, answer):
+        super().__init__()
+        self.answer = answer  # batch -> list of texts
+
+    def hypotheses(self, batch: dict) -> list[str]:
+        return self.answer(batch)
+
+
 # ---------------------------------------------------------------- task
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be a positive integer")
-    return value
 
 
 def _existing_file(text: str) -> str:
@@ -309,22 +330,37 @@ def _existing_file(text: str) -> str:
     return str(path.resolve())
 
 
+@dataclass(frozen=True)
+class Seq2SeqSettings:
+    """A budget's network settings beside the Budget's: the corpus is small (18k pairs), so the
+    model is regularised; without dropout or smoothing it overfit after 6 epochs at hidden 128."""
+
+    embed: int  # embedding size, independent of the hidden size
+    dropout: float  # on the embeddings and on the decoder's features before the output layer
+    label_smoothing: float  # of the training loss (validation and test losses are plain)
+
+
+SETTINGS = {"smoke": Seq2SeqSettings(32, 0.0, 0.0), "quick": Seq2SeqSettings(128, 0.3, 0.1),
+            "paper": Seq2SeqSettings(256, 0.3, 0.1)}
+
 BUDGETS = {
     "smoke": Budget(max_epochs=1, batch_size=32, hidden_size=32, lr=3e-3, train_batches=6, val_batches=1, test_batches=2,
                     note="6 training batches: checks the path, not quality"),
-    "quick": Budget(max_epochs=6, batch_size=64, hidden_size=128, lr=3e-3, note="6 epochs, hidden 128, BPE 2000: minutes on a laptop CPU"),
+    "quick": Budget(max_epochs=10, batch_size=64, hidden_size=256, lr=2e-3,
+                    note="10 epochs, hidden 256, embedding 128, dropout 0.3, label smoothing 0.1, BPE 2000"),
     "paper": Budget(max_epochs=30, batch_size=64, hidden_size=512, lr=1e-3, note="30 epochs, hidden 512"),
 }
 
 
 class TranslationTask(Task):
+    version = 2  # 2: embedding size apart from the hidden size, dropout, label smoothing
     primary_metric = "bleu"
     higher_is_better = True
     budgets = BUDGETS
 
     def __init__(self, name: str, description: str, attention: bool, tsv: bool):
         self.name, self.description, self.attention, self.tsv = name, description, attention, tsv
-        self.options = {"beam": Option(1, _positive_int, "beam width for the test; 1 decodes greedily")}
+        self.options = {"beam": Option(1, positive_int, "beam width for the test; 1 decodes greedily")}
         if tsv:
             self.options["corpus"] = Option(None, _existing_file, "path of a source<TAB>target file")
 
@@ -346,21 +382,27 @@ class TranslationTask(Task):
 
         return TranslationData(partial(self.load_corpus, data_dir), batch_size, VOCAB_SIZE[budget], run_dir)
 
-    def network(self, model, datamodule, budget=None):
-        return Seq2Seq(model, datamodule.vocab_size, self.attention)
+    def network(self, model, datamodule, budget="quick"):
+        settings = SETTINGS[budget]
+        return Seq2Seq(model, datamodule.vocab_size, self.attention, settings.embed, settings.dropout,
+                       settings.label_smoothing)
 
     def metrics(self):
         return torchmetrics.MetricCollection({
             "bleu": SacreBLEUStat("bleu"),
             "chrf": SacreBLEUStat("chrf"),
             "perplexity": torchmetrics.text.Perplexity(ignore_index=PAD),
+            "length_ratio": LengthRatio(),  # hypotheses' length over the references'
+            "no_eos": torchmetrics.MeanMetric(),  # share of outputs that never emit the end token
         })
 
     def loss(self, logits, target):
         return nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=PAD)
 
     def training_loss(self, network, batch):
-        return self.loss(network(batch["src"], batch["src_len"], batch["tgt_in"]), batch["tgt_out"])
+        logits = network(batch["src"], batch["src_len"], batch["tgt_in"])
+        return nn.functional.cross_entropy(logits.flatten(0, 1), batch["tgt_out"].flatten(), ignore_index=PAD,
+                                           label_smoothing=network.label_smoothing)
 
     def translate(self, network, batch, beam: int) -> list[list[int]]:
         max_len = int(batch["src_len"].max()) * 2 + 10
@@ -370,13 +412,31 @@ class TranslationTask(Task):
             ids = network.greedy(batch["src"], batch["src_len"], max_len)
         return ids.tolist()
 
+    def baselines(self, datamodule):
+        from collections import Counter
+
+        counts = Counter(target for _, _, (_, target) in datamodule.splits["train"])
+        frequent, times = counts.most_common(1)[0]
+        return [
+            Baseline("copy the source", "the German source as the English output", TextBaseline(lambda b: b["source_text"])),
+            Baseline("most frequent target", f"always the training split's most frequent English sentence "
+                     f"({frequent!r}, {times} times)", TextBaseline(lambda b: [frequent] * len(b["source_text"]))),
+        ]
+
     def evaluate(self, network, batch, metrics, stage, datamodule=None):
+        if isinstance(network, TextBaseline):  # texts only: BLEU and chrF, no perplexity
+            hypotheses = network.hypotheses(batch)
+            for name in ("bleu", "chrf", "length_ratio"):
+                metrics[name].update(hypotheses, batch["target_text"])
+            return torch.tensor(float("nan"))
         logits = network(batch["src"], batch["src_len"], batch["tgt_in"])
         metrics["perplexity"].update(logits, batch["tgt_out"])
         beam = self.settings["beam"] if stage == "test" else 1
-        hypotheses = [datamodule.decode(ids) for ids in self.translate(network, batch, beam)]
-        metrics["bleu"].update(hypotheses, batch["target_text"])
-        metrics["chrf"].update(hypotheses, batch["target_text"])
+        outputs = self.translate(network, batch, beam)
+        hypotheses = [datamodule.decode(ids) for ids in outputs]
+        for name in ("bleu", "chrf", "length_ratio"):
+            metrics[name].update(hypotheses, batch["target_text"])
+        metrics["no_eos"].update(torch.tensor([float(EOS not in ids) for ids in outputs]))
         return self.loss(logits, batch["tgt_out"])
 
     def samples_in(self, batch):
@@ -409,7 +469,8 @@ class TranslationTask(Task):
         corpus = self.settings.get("corpus")
         fingerprint = {"corpus_md5": file_md5(corpus)} if corpus else {}
         return {**super().config(), **fingerprint, "attention": self.attention, "max_train_tokens": MAX_TRAIN_TOKENS,
-                "vocab_size": VOCAB_SIZE, "split": "sha1(source) buckets: 5% test, 5% validation, 90% train"}
+                "vocab_size": VOCAB_SIZE, "network": {k: asdict(v) for k, v in SETTINGS.items()},
+                "split": "sha1(source) buckets: 5% test, 5% validation, 90% train"}
 
 
 @functools.lru_cache(maxsize=8)

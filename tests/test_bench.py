@@ -16,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.store import COLUMNS, SPEED_COLUMNS, ResultsStore
+from bench.store import BASELINE_COLUMNS, COLUMNS, SPEED_COLUMNS, ResultsStore
 from cells import CELLS, register_cell
 from cells.lstm import LSTMFused
 
@@ -192,8 +192,10 @@ def test_wandb_offline_logs_runs_and_leaderboard(shared_data, tmp_path, monkeypa
     assert "summary/step_ms_median" in values
     assert values["leaderboard/mnist-row/_type"] == '"table-file"'
     assert tables["mnist-row"]["columns"][:4] == ["cell", "model", "test accuracy (%), mean ± std", "best val accuracy (%)"]
-    (entry,) = tables["mnist-row"]["data"]
+    entry, baseline = tables["mnist-row"]["data"]  # the run, then the task's baseline, marked
     assert entry[0] == "rnn_fused" and entry[2] == f"{100 * row['metric_value']:.2f}"
+    (stored,) = ResultsStore(tmp_path).rows("baselines")
+    assert baseline[0] == "baseline: majority class" and baseline[2] == f"{100 * stored['metric_value']:.2f}"
     assert values["leaderboard/mnist-row/best_cell"] == '"rnn_fused"'
 
 
@@ -228,7 +230,7 @@ def test_killed_process_loses_no_finished_run_and_leaves_no_half_row(shared_data
 def test_readme_documents_every_column():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme[readme.index("### Results store") :]
-    for column in [*COLUMNS, *SPEED_COLUMNS]:
+    for column in [*COLUMNS, *SPEED_COLUMNS, *BASELINE_COLUMNS]:
         assert f"`{column}`" in section, column
 
 

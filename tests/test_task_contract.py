@@ -64,3 +64,46 @@ def test_task_runs_end_to_end(name, shared_data, tsv_corpus, tmp_path):
     assert record["status"] == "ok" and record["task"] == name
     assert record["metric_name"] == TASKS.get(name).primary_metric and math.isfinite(record["metric_value"])
     assert record["test_samples"] > 0 and record["steps"] == TASKS.get(name).budget("smoke").train_batches
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_task_baselines_are_scored_on_the_test_split_once(name, shared_data, tsv_corpus, tmp_path):
+    from bench.runner import ensure_baselines
+    from bench.store import ResultsStore
+
+    config = RunConfig(task=name, cell="lstm_fused", budget="smoke", task_options=options_for(name, tsv_corpus))
+    assert ensure_baselines(config, tmp_path, shared_data, download=False) >= 1
+    rows = ResultsStore(tmp_path).rows("baselines")
+    task = config.task_spec()
+    budget = task.budget("smoke")
+    data = task.datamodule(shared_data, budget.batch_size, "smoke", download=False, run_dir=tmp_path / "data")
+    data.prepare_data()
+    data.setup("test")
+    covered = sum(task.samples_in(b) for _, b in zip(range(budget.test_batches), data.test_dataloader()))
+    for row in rows:
+        assert row["task"] == name and row["budget"] == "smoke" and row["metric_name"] == task.primary_metric
+        assert math.isfinite(row["metric_value"]) and row["metrics"][task.primary_metric] == row["metric_value"]
+        assert all(math.isfinite(v) for v in row["metrics"].values()), row["metrics"]
+        assert row["test_samples"] == covered, "a baseline covers exactly the test samples a run's test covers"
+        assert row["task_options"] == task.settings and row["description"]
+    assert len({r["name"] for r in rows}) == len(rows)
+    # once per task configuration: a second run of the same configuration computes nothing
+    assert ensure_baselines(config, tmp_path, shared_data, download=False) == 0
+    assert len(ResultsStore(tmp_path).rows("baselines")) == len(rows)
+
+
+def test_majority_class_baseline_is_the_share_of_that_digit_in_the_test_set(shared_data):
+    from tasks.mnist_data import load_mnist
+
+    task = TASKS.get("mnist-row")
+    data = task.datamodule(shared_data, 500, "quick", download=False)
+    data.prepare_data()
+    data.setup("fit")
+    (baseline,) = task.baselines(data)
+    metrics, samples = task.score_baseline(baseline, data)
+    mnist = load_mnist(shared_data, download=False)
+    train_labels = mnist["train_labels"].long()[torch.as_tensor(data.train_set.indices)]
+    majority = int(torch.bincount(train_labels).argmax())
+    share = float((mnist["test_labels"].long() == majority).float().mean())
+    assert samples == 10000 and metrics["accuracy"] == pytest.approx(share, abs=1e-6)
+    assert majority == 1 and share == pytest.approx(0.1135)

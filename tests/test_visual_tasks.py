@@ -90,3 +90,39 @@ def test_scene_splits_never_share_a_digit_image(shared_data, mnist):
     assert train and test and not train & test and not val & test and not train & val
     assert test <= image_hashes(mnist["test_images"])
     assert not test & image_hashes(mnist["train_images"])
+
+
+def test_local_filter_moves_a_region_by_its_cells_filter():
+    from tasks.moving_mnist import local_filter
+
+    frame = torch.zeros(1, SIZE, SIZE)
+    frame[0, 20:30, 10:20] = torch.rand(10, 10)
+    weights = torch.zeros(1, 8, 8, 9)
+    weights[..., 6] = 1.0  # tap 6 of 9: the pixel two steps further on
+    down = local_filter(frame, weights, dim=1)
+    assert torch.equal(down[0, 18:28, 10:20], frame[0, 20:30, 10:20]) and down.sum() == frame.sum()
+    left = local_filter(frame, weights, dim=2)
+    assert torch.equal(left[0, 20:30, 8:18], frame[0, 20:30, 10:20])
+    weights[:, :4] = 0.0
+    weights[:, :4, :, 4] = 1.0  # the upper half of the grid keeps its pixels where they are
+    mixed = local_filter(frame, weights, dim=1)
+    assert torch.equal(mixed[0, 20:30, 10:20], frame[0, 20:30, 10:20])
+
+
+def test_video_baselines_score_the_mean_frame_and_the_last_frame(shared_data):
+    from tasks import TASKS
+
+    task = TASKS.get("video-moving-mnist")
+    data = task.datamodule(shared_data, 8, "smoke", download=False)
+    data.prepare_data()
+    data.setup("fit")
+    mean, last = task.baselines(data)
+    inputs, target = (torch.stack(x) for x in zip(*(data.test_set[i] for i in range(len(data.test_set)))))
+    metrics, samples = task.score_baseline(last, data)
+    expected = ((inputs[:, -1:] - target) ** 2).sum((2, 3)).mean()  # every future frame against frame 10
+    assert samples == len(data.test_set) and metrics["mse"] == pytest.approx(float(expected), rel=1e-4)
+    per_frame = ((inputs[:, -1:] - target) ** 2).sum((2, 3)).mean(0)
+    for k in range(1, 11):
+        assert metrics[f"mse@{k}"] == pytest.approx(float(per_frame[k - 1]), rel=1e-4)
+    frames = torch.stack([data.train_set.sequence(i)[0] for i in range(len(data.train_set))])
+    torch.testing.assert_close(mean.network.frame, frames.mean((0, 1)), atol=1e-6, rtol=0)
