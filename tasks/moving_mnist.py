@@ -40,6 +40,7 @@ DIGIT = 28
 FRAMES, INPUT_FRAMES = 20, 10
 DIGITS_PER_SEQUENCE = 2
 STEP = 0.1 * (SIZE - DIGIT)  # pixels per frame, as in the paper's generator
+TEACHER_SHARE = 0.5  # scheduled sampling falls from the true frames to the model's own over this share of the run
 SPLIT_SEEDS = {"train": 1, "val": 2, "test": 3}
 VALIDATION_DIGITS = 5000  # the last 5,000 training digits feed the validation sequences
 
@@ -200,8 +201,12 @@ class FramePredictor(nn.Module):
         self.decoder = build_cell(model.cell, decoder_inputs, hidden, model.num_layers, False, model.dropout)
         self.bridge = StateBridge(self.encoder, self.decoder)
 
-    def forward(self, inputs: Tensor, future: int = FRAMES - INPUT_FRAMES) -> Tensor:
-        # inputs (B, 10, 64, 64) in [0, 1] -> logits of the next `future` frames (B, future, 64, 64)
+    def forward(self, inputs: Tensor, future: int = FRAMES - INPUT_FRAMES, truth: Tensor | None = None,
+                teacher: float = 0.0) -> Tensor:
+        # inputs (B, 10, 64, 64) in [0, 1] -> logits of the next `future` frames (B, future, 64, 64).
+        # `truth` (B, future, 64, 64) and `teacher`: in training, each sequence's decoder is fed the
+        # true previous frame instead of its own prediction with probability `teacher` (scheduled
+        # sampling, Bengio et al. 2015), at each step
         b, t = inputs.shape[:2]
         if self.frames == "fc":
             _, state = self.encoder(inputs.reshape(b, t, -1))
@@ -220,6 +225,9 @@ class FramePredictor(nn.Module):
             output, state = self.decoder(feature[:, None], state)  # (B, 1, H)
             frame = self.frame_decoder(output[:, 0], previous, skips)  # (B, 1, 64, 64) in [0, 1]
             predicted.append(frame)
+            if truth is not None and teacher > 0:
+                true = truth[:, len(predicted) - 1 : len(predicted)]
+                frame = torch.where(torch.rand(b, 1, 1, 1, device=frame.device) < teacher, true, frame)
             now, before = nn.functional.pixel_unshuffle(frame, 2), nn.functional.pixel_unshuffle(previous, 2)
             feature, skips = self.frame_encoder(now, now - before)
             previous = frame
@@ -303,8 +311,23 @@ class MovingMNISTTask(Task):
     def datamodule(self, data_dir, batch_size, budget, download=True, run_dir=None):
         return MovingMNISTData(data_dir, batch_size, self.SIZES[budget], self.settings["frame_step"], download)
 
-    def network(self, model, datamodule=None, budget=None):
-        return FramePredictor(model, self.settings["frames"])
+    def training_loss(self, network, batch):
+        inputs, target = batch
+        if network.frames == "fc":
+            return self.loss(network(inputs), target)
+        # scheduled sampling: the true previous frame with a probability falling linearly from 1 to 0
+        # over the first half of the run, then the decoder's own predictions only (as in PredRNN)
+        teacher = max(0.0, 1.0 - network.training_steps / (TEACHER_SHARE * max(1, network.total_steps)))
+        network.training_steps += 1
+        return self.loss(network(inputs, truth=target, teacher=teacher), target)
+
+    def network(self, model, datamodule=None, budget="quick"):
+        network = FramePredictor(model, self.settings["frames"])
+        spec = self.budget(budget)
+        per_epoch = self.SIZES[budget]["train"] // spec.batch_size
+        network.total_steps = spec.max_epochs * min(per_epoch, spec.train_batches or per_epoch)  # for the schedule
+        network.training_steps = 0
+        return network
 
     def loss(self, logits, target):
         return nn.functional.binary_cross_entropy_with_logits(logits, target)

@@ -133,7 +133,7 @@ class SegmentationTask(Task):
     budgets = {
         "smoke": Budget(max_epochs=1, batch_size=8, hidden_size=16, lr=3e-3, train_batches=4, val_batches=1, test_batches=2,
                         note="4 training batches: checks the path, not quality"),
-        "quick": Budget(max_epochs=8, batch_size=32, hidden_size=64, lr=3e-3, note="8 epochs of 4,000 scenes"),
+        "quick": Budget(max_epochs=6, batch_size=32, hidden_size=64, lr=3e-3, note="6 epochs of 4,000 scenes"),
         "paper": Budget(max_epochs=50, batch_size=32, hidden_size=128, lr=1e-3, note="50 epochs of 20,000 scenes"),
     }
     SIZES = {"smoke": {"train": 64, "val": 16, "test": 32},

@@ -126,3 +126,21 @@ def test_video_baselines_score_the_mean_frame_and_the_last_frame(shared_data):
         assert metrics[f"mse@{k}"] == pytest.approx(float(per_frame[k - 1]), rel=1e-4)
     frames = torch.stack([data.train_set.sequence(i)[0] for i in range(len(data.train_set))])
     torch.testing.assert_close(mean.network.frame, frames.mean((0, 1)), atol=1e-6, rtol=0)
+
+
+def test_scheduled_sampling_feeds_the_true_frame_or_the_models_own():
+    from tasks.base import ModelConfig
+    from tasks.moving_mnist import FramePredictor
+
+    torch.manual_seed(0)
+    network = FramePredictor(ModelConfig("gru_fused", 16), "conv").eval()
+    inputs, truth = torch.rand(2, 10, SIZE, SIZE), torch.rand(2, 10, SIZE, SIZE)
+    with torch.no_grad():
+        own = network(inputs)
+        assert torch.equal(network(inputs, truth=truth, teacher=0.0), own)  # never the truth
+        forced = network(inputs, truth=truth, teacher=1.0)
+        changed = truth.clone()
+        changed[:, 4] = 0.0  # the true frame 15 changes: predictions of 16 onwards, not before
+        again = network(inputs, truth=changed, teacher=1.0)
+    assert torch.equal(forced[:, :5], again[:, :5]) and not torch.allclose(forced[:, 5:], again[:, 5:])
+    assert torch.equal(forced[:, :1], own[:, :1]) and not torch.allclose(forced[:, 1:], own[:, 1:])
