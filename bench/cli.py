@@ -32,6 +32,8 @@ EXAMPLES = """Examples:
 
   rnnbench run --task translation-de-en-attention --cell gru_fused --bidirectional -o beam=5
 
+  rnnbench run --task adding -o length=200 --cell rnn_fused --cell lstm_fused --cell gru_fused
+
   rnnbench speed --cell lstm_fused --cell lstm_compiled --shape mnist-row
 
   rnnbench report --out runs

@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--val-size", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -40,12 +41,13 @@ def main() -> None:
     data = task.datamodule(args.data_dir, budget.batch_size, "paper")
     data.prepare_data()
     data.setup("fit")
-    network = initialise_cells(task.network(ModelConfig(args.cell, budget.hidden_size), data, "paper"), budget)
+    device = torch.device(args.device)
+    network = initialise_cells(task.network(ModelConfig(args.cell, budget.hidden_size), data, "paper"), budget).to(device)
     steps_per_epoch = len(data.train_dataloader())
     optimizer, schedule = optimizer_and_schedule(network.parameters(), budget, budget.max_epochs * steps_per_epoch)
-    val_x = torch.stack([data.val_set[i][0] for i in range(args.val_size)])
-    val_y = torch.stack([data.val_set[i][1] for i in range(args.val_size)])
-    print(f"{args.task}, {args.cell}, paper budget: {budget.optimizer} lr {budget.lr}, {budget.schedule}, batch "
+    val_x = torch.stack([data.val_set[i][0] for i in range(args.val_size)]).to(device)
+    val_y = torch.stack([data.val_set[i][1] for i in range(args.val_size)]).to(device)
+    print(f"{args.task}, {args.cell} on {device}, paper budget: {budget.optimizer} lr {budget.lr}, {budget.schedule}, batch "
           f"{budget.batch_size}, hidden {budget.hidden_size}, clip {budget.grad_clip}, orthogonal recurrent "
           f"{budget.orthogonal_init}, forget bias {budget.forget_bias}; validation on {args.val_size} images",
           flush=True)
@@ -54,7 +56,7 @@ def main() -> None:
     start, losses = time.perf_counter(), []
     for step, (x, y) in enumerate(batches, start=1):
         network.train()
-        loss = task.training_loss(network, (x, y))
+        loss = task.training_loss(network, (x.to(device), y.to(device)))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), budget.grad_clip)

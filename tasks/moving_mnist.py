@@ -1,7 +1,7 @@
 """Video: Moving MNIST (Srivastava et al. 2015), from the first 10 frames predict the next 10.
 
     rnnbench run --task video-moving-mnist --cell lstm_fused --cell gru_fused
-    rnnbench run --task video-moving-mnist --cell lstm_handwritten -o frame_step=2 -o frames=conv
+    rnnbench run --task video-moving-mnist --cell lstm_handwritten -o frame_step=2 -o frames=fc
 
 Each sequence: two digits bouncing inside a 64x64 frame, 20 frames, made from MNIST training
 digits for the training and validation sets and from test digits for the test set (never
@@ -11,11 +11,13 @@ pixel. `frame_step=k` samples every k-th frame of a sequence k times as long (te
 sampling: the same motion seen at a lower frame rate). Sequence i of a split is a function of
 (split, i) alone.
 
-The model is an encoder-decoder of the chosen cell over per-frame features: by default the
-paper's fully-connected baseline (the 4096 pixels of a frame are the cell's input; a linear
-layer maps the decoder's state to the next frame's pixels); `frames=conv` puts a small
-convolutional encoder and a transposed-convolutional decoder around the cell. The decoder is
-unconditioned (it is given no frames), started from the encoder's final state. Loss: per-pixel
+The model is an encoder-decoder of the chosen cell over per-frame features. `frames=conv` (the
+default): small convolutions encode each frame and its change; the decoder is conditioned on the
+previous frame and each predicted frame is the previous one moved by local filters that the
+decoder's output chooses (`MotionDecoder`); training feeds the true previous frame with a
+probability falling from 1 to 0 over the first half of the run (scheduled sampling). `frames=fc`:
+the paper's fully-connected baseline (the 4096 pixels of a frame are the cell's input; the
+decoder is unconditioned and a linear layer maps its state to the next frame's pixels). Loss: per-pixel
 binary cross-entropy. Metrics: per-frame MSE, summed over the 4096 pixels of a frame (pixels
 in [0, 1]) and averaged over frames and sequences (the paper's convention), and SSIM
 (torchmetrics) over the predicted frames.

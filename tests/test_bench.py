@@ -127,6 +127,13 @@ def test_report_renders_every_cell_with_spread(smoke_out):
         assert " ± " in line and "| 2 | 128 |" in line  # two seeds, 128 test samples
     assert "## Failed and skipped runs" in text and "FloatingPointError" in text
     assert "## Environment" in text and "cpu: " in text
+    (baseline,) = ResultsStore(out).rows("baselines")  # scored once for the four runs of one configuration
+    line = next(line for line in text.splitlines() if line.startswith("| baseline: majority class "))
+    assert f"| {100 * baseline['metric_value']:.2f} |" in line and "| 128 |" in line
+    body = text.split("## mnist-row")[1].split("\n\n")[1].splitlines()  # the task's table
+    assert body[-1] == line, "the baseline sits under the ranked rows"
+    curves = [r["curve"] for r in ResultsStore(out).rows() if r["status"] == "ok"]
+    assert all(len(c) == 1 and c[0]["epoch"] == 1 and c[0]["seconds"] > 0 for c in curves)
     png = out / "report-mnist-row.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
