@@ -28,6 +28,11 @@ from tasks.base import initialise_cells
 ACCELERATORS = ("auto", "cpu", "cuda")
 
 
+def _hash(value: Any) -> str:
+    """The 16-hex-digit identity of a JSON-able value: run ids, baseline ids."""
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that decides what a run computes (its identity), plus how it is executed."""
@@ -89,7 +94,7 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        return hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+        return _hash(self.identity())
 
     @property
     def label(self) -> str:
@@ -136,10 +141,6 @@ def _base_record(config: RunConfig) -> dict[str, Any]:
         "config": {**identity, "budget_config": asdict(task.budget(config.budget))},
         "started_at": _now(),
     }
-
-
-def _hash(value: Any) -> str:
-    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None, download: bool = True) -> int:

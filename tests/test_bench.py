@@ -150,6 +150,8 @@ def test_cli_errors_name_the_input(tmp_path):
     assert result.exit_code == 2 and "needs num_layers > 1" in result.output
     result = invoke("run", "--budget", "huge", "--out", str(tmp_path))
     assert result.exit_code == 2 and "huge" in result.output
+    result = invoke("run", "--task", "adding", "-o", "length=1", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "length=1" in result.output and "at least 2" in result.output
     result = invoke("report", "--out", str(tmp_path / "nothing"))
     assert result.exit_code == 2 and "no results store" in result.output
     assert not (tmp_path / "results.sqlite").exists()
