@@ -179,6 +179,18 @@ def test_two_devices_train_one_run_with_ddp(shared_data, tmp_path):
     assert row["samples_per_s"] > 0 and row["steps"] == 8
 
 
+def closed_wandb_files() -> None:
+    """Stop W&B's service process, which closes every run's `.wandb` file.
+
+    The service writes a run's records through a buffer; reading the file while the process that
+    logged them (here the test process, which invoked the CLI in-process) lives on once found the
+    leaderboard's records missing in CI. The CLI run as a command ends its process, which stops
+    the service too."""
+    import wandb
+
+    wandb.teardown()
+
+
 def test_wandb_offline_logs_runs_and_leaderboard(shared_data, tmp_path, monkeypatch):
     from tests.wandb_reader import logged_values
 
@@ -187,6 +199,7 @@ def test_wandb_offline_logs_runs_and_leaderboard(shared_data, tmp_path, monkeypa
     result = invoke("run", "--cell", "rnn_fused", "--budget", "smoke", "--wandb",
                     "--out", str(tmp_path), "--data-dir", str(shared_data))
     assert result.exit_code == 0, result.output
+    closed_wandb_files()
     runs = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 2  # the training run and the leaderboard
     values, tables = {}, {}
@@ -266,6 +279,7 @@ def test_wandb_offline_with_ddp_logs_one_run_id(shared_data, tmp_path, monkeypat
     result = invoke("run", "--cell", "rnn_fused", "--budget", "smoke", "--devices", "2", "--wandb",
                     "--out", str(tmp_path), "--data-dir", str(shared_data))
     assert result.exit_code == 0, result.output
+    closed_wandb_files()
     training = [p for p in (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
                 if "leaderboard/mnist-row/_type" not in logged_values(p)]
     assert len({p.stem for p in training}) == 1, [p.parent.name for p in training]  # fit, test, summary: one id
