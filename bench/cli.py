@@ -6,7 +6,8 @@ Examples:
     rnnbench run --task mnist-row --cell lstm_fused --cell gru_fused --data-dir ../shared/data
     rnnbench run --task mnist-row --cell rnn_fused --seed 0 --seed 1 --seed 2 --budget smoke
     rnnbench speed --cell gru_handwritten --cell gru_compiled  # cell-level speed and memory
-    rnnbench report --out runs
+    rnnbench report --out runs --target mnist-row=97
+    rnnbench export --out runs --format csv                    # stored rows for pandas or a spreadsheet
     python -m bench list                                       # the same as rnnbench list
 """
 
@@ -36,7 +37,9 @@ EXAMPLES = """Examples:
 
   rnnbench speed --cell lstm_fused --cell lstm_compiled --shape mnist-row
 
-  rnnbench report --out runs
+  rnnbench report --out runs --target mnist-row=97
+
+  rnnbench export --out runs --format csv
 """
 
 app = typer.Typer(
@@ -173,11 +176,11 @@ def run(
         raise fail(str(err)) from None
     store = ResultsStore(out)
     rows = store.rows()
-    path = write_report(rows, out, store.rows("speed"), store.rows("baselines"))
+    path = write_report(rows, out, store.rows("speed"), store.rows("baselines"), targets())
     if wandb:
         from bench.wandb_tables import log_leaderboard
 
-        log_leaderboard(rows, out, store.rows("baselines"))
+        log_leaderboard(rows, out, store.rows("baselines"), targets())
     console.print(", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; report: {path}", highlight=False)
     if counts["failed"]:
         raise typer.Exit(code=1)
@@ -259,23 +262,83 @@ def speed(
         console.print(f"peak matmul on this device: {ok[0]['peak_flops_per_s'] / 1e9:.1f} GFLOP/s. floor ms: the "
                       "matmuls alone of a hand-written loop, forward+backward. MiB: "
                       f"{ok[0]['memory_kind'].removeprefix('cpu: ')}.", highlight=False)
-    path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"))
+    path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"), targets())
     console.print(f"report: {path}", highlight=False)
+
+
+def targets(texts: list[str] | None = None) -> dict[str, float]:
+    """The report's time-to-target values: each task's default (`Task.target`), then `TASK=VALUE`s."""
+    from tasks import TASKS
+
+    out = {task.name: task.target for task in TASKS if task.target is not None}
+    for text in texts or []:
+        name, sep, value = text.partition("=")
+        if not sep:
+            raise fail(f"--target {text!r}: expected TASK=VALUE, e.g. mnist-row=97")
+        if name not in TASKS:
+            raise fail(f"--target {text!r}: unknown task {name!r}; tasks: {', '.join(TASKS.names())}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise fail(f"--target {text!r}: {value!r} is not a number (the validation value to reach, "
+                       "in the report's units: percent for accuracy and IoU)") from None
+    return out
 
 
 @app.command()
 def report(
     out: Annotated[Path, typer.Option(help="Folder holding results.sqlite; report.md is written there.")] = DEFAULT_OUT,
+    target: Annotated[Optional[list[str]], typer.Option(
+        help="TASK=VALUE: add a column of the training seconds until validation first reached VALUE "
+             "(in the report's units: percent for accuracy and IoU). Repeatable; each task has a default "
+             "(README, Report).")] = None,
 ) -> None:
-    """Write OUT/report.md (and a plot per task) from the stored results."""
+    """Write OUT/report.md (and pictures per task) from the stored results."""
     from bench.store import ResultsStore
     from reports.markdown import write_report
 
+    goals = targets(target)
     if not (out / "results.sqlite").is_file():
         raise fail(f"no results store at {out / 'results.sqlite'}; run `rnnbench run --out {out}` first")
     store = ResultsStore(out)
-    path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"))
+    path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"), goals)
     console.print(f"report: {path}", highlight=False)
+
+
+class ExportFormat(str, Enum):
+    csv = "csv"
+    json = "json"
+
+
+class StoreTable(str, Enum):
+    runs = "runs"
+    speed = "speed"
+    baselines = "baselines"
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="Folder holding results.sqlite.")] = DEFAULT_OUT,
+    format: Annotated[ExportFormat, typer.Option("--format", help="File format.")] = ExportFormat.csv,
+    table: Annotated[StoreTable, typer.Option(help="Which stored table.")] = StoreTable.runs,
+    to: Annotated[Optional[Path], typer.Option(help="Folder to write into (default: OUT/export).")] = None,
+    target: Annotated[Optional[list[str]], typer.Option(help="TASK=VALUE, as for `report`.")] = None,
+) -> None:
+    """Write the stored rows (and, for runs, one row per configuration with the report's figures)
+    as CSV or JSON."""
+    from bench.store import ResultsStore
+    from reports.export import export as write_export
+
+    goals = targets(target)
+    if not (out / "results.sqlite").is_file():
+        raise fail(f"no results store at {out / 'results.sqlite'}; run `rnnbench run --out {out}` first")
+    dest = to if to is not None else out / "export"
+    if dest.exists() and not dest.is_dir():
+        raise fail(f"--to {dest}: exists and is not a folder")
+    store = ResultsStore(out)
+    rows = {table.value: store.rows(table.value)}
+    for path in write_export(rows, table.value, format.value, dest, goals):
+        console.print(f"wrote {path}", highlight=False)
 
 
 def main() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import traceback
 import uuid
@@ -20,17 +18,12 @@ from bench.environment import device_name, environment, git_revision
 from bench.quiet import quiet_libraries
 from bench.measure import CURVE_KEY, MEMORY_KIND, Measure, curve_rows
 from bench.module import BenchModule
-from bench.store import ResultsStore
+from bench.store import ResultsStore, configuration_id, content_hash
 from cells import CELLS
 from tasks import BUDGETS, TASKS, ModelConfig
 from tasks.base import initialise_cells
 
 ACCELERATORS = ("auto", "cpu", "cuda")
-
-
-def _hash(value: Any) -> str:
-    """The 16-hex-digit identity of a JSON-able value: run ids, baseline ids."""
-    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -94,7 +87,7 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        return _hash(self.identity())
+        return content_hash(self.identity())
 
     @property
     def label(self) -> str:
@@ -131,7 +124,7 @@ def _now() -> str:
 def _base_record(config: RunConfig) -> dict[str, Any]:
     task = config.task_spec()
     identity = config.identity()
-    return {
+    record = {
         "run_id": config.run_id, "task": config.task, "task_version": task.version, "cell": config.cell,
         "seed": config.seed, "budget": config.budget, "num_layers": config.num_layers,
         "hidden_size": identity["hidden_size"], "bidirectional": int(config.bidirectional), "devices": config.devices,
@@ -141,6 +134,8 @@ def _base_record(config: RunConfig) -> dict[str, Any]:
         "config": {**identity, "budget_config": asdict(task.budget(config.budget))},
         "started_at": _now(),
     }
+    record["configuration_id"] = configuration_id(record["config"], record["device"])
+    return record
 
 
 def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None, download: bool = True) -> int:
@@ -149,9 +144,9 @@ def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None,
     task = config.task_spec()
     budget = task.budget(config.budget)
     task_config = task.config()
-    configuration_id = _hash([task_config, config.budget])
+    task_configuration_id = content_hash([task_config, config.budget])
     store = ResultsStore(out)
-    if store.has("task_configuration_id", configuration_id, "baselines"):
+    if store.has("task_configuration_id", task_configuration_id, "baselines"):
         return 0
     datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download,
                                  run_dir=out / "runs" / config.run_id)
@@ -161,8 +156,8 @@ def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None,
     for baseline in baselines:
         metrics, samples = task.score_baseline(baseline, datamodule, budget.test_batches)
         store.save({
-            "baseline_id": _hash([task_config, config.budget, baseline.name]),
-            "task_configuration_id": configuration_id, "task": task.name, "task_version": task.version,
+            "baseline_id": content_hash([task_config, config.budget, baseline.name]),
+            "task_configuration_id": task_configuration_id, "task": task.name, "task_version": task.version,
             "task_options": task.settings, "budget": config.budget, "name": baseline.name,
             "description": baseline.description, "metric_name": task.primary_metric,
             "metric_value": metrics[task.primary_metric], "higher_is_better": int(task.higher_is_better),
@@ -212,6 +207,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         logger=logger, callbacks=[checkpoint, measure], enable_progress_bar=progress, enable_model_summary=False,
         default_root_dir=run_dir,
     )
+    initial_gradients = task.state_gradients(network, datamodule)  # None for a task that does not record them
     try:
         trainer.fit(module, datamodule=datamodule)
         if trainer.interrupted:
@@ -224,6 +220,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
             raise KeyboardInterrupt
         # the network holds the tested (best) weights here, also after ddp_spawn
         artifacts = task.artifacts(network, datamodule, run_dir)
+        trained_gradients = task.state_gradients(network, datamodule)
         for picture in artifacts.get("pictures", []):  # stored relative to OUT, where the report is written
             picture["path"] = Path(os.path.relpath(picture["path"], out)).as_posix()
         if use_wandb:
@@ -249,7 +246,11 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         saved_bytes=int(measured["saved_bytes"]) if "saved_bytes" in measured else None,
         params_bytes=int(measured["params_bytes"]), optimizer_bytes=int(measured["optimizer_bytes"]),
         parameters=sum(p.numel() for p in network.parameters() if p.requires_grad),
-        epochs=int(measured["epochs"]), steps=int(measured["steps"]), curve=curve, finished_at=_now(),
+        epochs=int(measured["epochs"]), steps=int(measured["steps"]), curve=curve,
+        state_gradients=None if initial_gradients is None else {
+            "init": initial_gradients["norms"], "trained": trained_gradients["norms"],
+            "samples": initial_gradients["samples"], "of": "the top layer's forward direction"},
+        finished_at=_now(),
     )
     return record
 

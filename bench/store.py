@@ -8,14 +8,35 @@ README ("Results store"); a test keeps the two in step.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+def content_hash(value: Any) -> str:
+    """The 16-hex-digit identity of a JSON-able value: run, configuration and baseline ids."""
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+NOT_CONFIGURATION = ("seed", "traceback")  # keys of a run's `config` that do not define its configuration
+
+
+def configuration(config: dict[str, Any], device: str | None) -> dict[str, Any]:
+    """What defines a run except its seed: its identity (task, version, options, cell, model, budget
+    and the budget's settings, devices, accelerator) and the kind of device it ran on."""
+    return {**{k: v for k, v in config.items() if k not in NOT_CONFIGURATION}, "device": device}
+
+
+def configuration_id(config: dict[str, Any], device: str | None) -> str:
+    # hashed in its stored (JSON) form, so that a row read back hashes as it did when written
+    return content_hash(json.loads(json.dumps(configuration(config, device), sort_keys=True, default=str)))
+
+
 COLUMNS = {
     "run_id": "TEXT PRIMARY KEY",
+    "configuration_id": "TEXT",  # hash of everything but the seed (`configuration`): seeds of one configuration share it
     "task": "TEXT NOT NULL",
     "task_version": "INTEGER NOT NULL",
     "cell": "TEXT NOT NULL",
@@ -52,6 +73,7 @@ COLUMNS = {
     "config": "TEXT",
     "artifacts": "TEXT",
     "curve": "TEXT",
+    "state_gradients": "TEXT",
     "started_at": "TEXT",
     "finished_at": "TEXT",
 }
@@ -109,7 +131,8 @@ BASELINE_COLUMNS = {  # table `baselines`: a task's reference predictors, scored
     "computed_at": "TEXT",
 }
 TABLES = {"runs": COLUMNS, "speed": SPEED_COLUMNS, "baselines": BASELINE_COLUMNS}
-JSON_COLUMNS = ("metrics", "environment", "config", "artifacts", "task_options", "task_config", "curve")
+JSON_COLUMNS = ("metrics", "environment", "config", "artifacts", "task_options", "task_config", "curve",
+                "state_gradients")
 DONE = ("ok", "skipped")  # a re-run skips these; failed runs are tried again
 
 
@@ -126,6 +149,11 @@ class ResultsStore:
                 for name, kind in spec.items():
                     if name not in have:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind.replace('NOT NULL', '')}")
+            missing = db.execute("SELECT run_id, config, device FROM runs WHERE configuration_id IS NULL "
+                                 "AND config IS NOT NULL").fetchall()
+            for run_id, config, device in missing:  # rows of an older rnnbench gain their configuration id
+                db.execute("UPDATE runs SET configuration_id = ? WHERE run_id = ?",
+                           (configuration_id(json.loads(config), device), run_id))
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)

@@ -10,13 +10,14 @@ from bench.runner import wandb_mode
 from reports.markdown import baselines_for, leaderboard, task_table
 
 
-def log_leaderboard(rows: list[dict[str, Any]], out: Path, baseline_rows: list[dict[str, Any]] = ()) -> None:
+def log_leaderboard(rows: list[dict[str, Any]], out: Path, baseline_rows: list[dict[str, Any]] = (),
+                    targets: dict[str, float] | None = None) -> None:
     import wandb
 
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", "rnnbench"), job_type="leaderboard",
                      name="leaderboard", dir=str(out), mode=wandb_mode())
     try:
-        for task, entries in leaderboard(rows).items():
+        for task, entries in leaderboard(rows, targets).items():
             header, body = task_table(entries, baselines_for(entries, list(baseline_rows)))
             run.log({f"leaderboard/{task}": wandb.Table(columns=header, data=body)})
             run.summary[f"leaderboard/{task}/best_cell"] = entries[0]["cell"]

@@ -12,6 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench.store import configuration, configuration_id
+
 PERCENT_METRICS = {"accuracy", "miou", "pixel_accuracy", "no_eos"}  # stored as fractions, shown as %
 NOT_SHOWN = {"loss", "samples"}  # test metrics kept in the store but not in the tables
 
@@ -34,6 +36,26 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float | None]:
+    """Mean and the half-width of its Student-t confidence interval over the seeds (None for n = 1)."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5)
+
+
+def welch_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test (unequal variances) between two sets of seeds; None when
+    untestable: fewer than two values on a side, or no spread on either side."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2 or (statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0):
+        return None
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
 def _bytes(n: float | None) -> str:
     return "-" if n is None else f"{n / 2**20:.2f} MiB"
 
@@ -47,29 +69,84 @@ def _mean_pm(mean: float, std: float | None) -> str:
     return _number(mean) + (f" ± {_number(std)}" if std is not None else "")
 
 
-def groups(rows: list[dict[str, Any]]) -> dict[str, dict[tuple, list[dict]]]:
-    """ok runs by task, then by (cell, model, budget): the seeds of one configuration together."""
-    out: dict[str, dict[tuple, list[dict]]] = defaultdict(lambda: defaultdict(list))
+def row_configuration_id(row: dict[str, Any]) -> str:
+    return row.get("configuration_id") or configuration_id(row.get("config") or {}, row.get("device"))
+
+
+def groups(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[dict]]]:
+    """ok runs by task, then by configuration id: the seeds of one configuration together."""
+    out: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if row["status"] == "ok":
-            out[row["task"]][(row["cell"], _model(row), row["budget"])].append(row)
+            out[row["task"]][row_configuration_id(row)].append(row)
     return out
 
 
-def leaderboard(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per task: one entry per (cell, model, budget) with figures over its seeds, best first."""
+def _flat(value: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): json.dumps(value, sort_keys=True, default=str)}
+
+
+def _distinction(key: str, value: str) -> str:
+    shown = json.loads(value)
+    if key.startswith("task_config.options."):
+        return f"{key.rsplit('.', 1)[1]}={shown}"
+    if key == "task_version":
+        return f"v{shown}"
+    if key == "device":
+        return str(shown)
+    text = f"{key.rsplit('.', 1)[-1]}={shown}"
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def configuration_labels(configs: dict[str, list[dict]]) -> dict[str, str]:
+    """Per configuration id: `model budget`, plus what tells it apart from the configurations that
+    would otherwise read alike (task options, task version, dropout, device, budget settings)."""
+    base = {cid: (runs[0]["cell"], _model(runs[0]), runs[0]["budget"]) for cid, runs in configs.items()}
+    flat = {cid: _flat(configuration(runs[0].get("config") or {}, runs[0].get("device"))) for cid, runs in configs.items()}
+    labels = {}
+    for cid, key in base.items():
+        alike = [other for other, k in base.items() if k == key]
+        keys = sorted({k for other in alike for k in flat[other]})
+        differ = [k for k in keys if len({flat[other].get(k) for other in alike}) > 1 and k in flat[cid]
+                  and k != "task_config.version"]  # the same as task_version
+        if any(k.startswith("task_config.options.") or k == "task_version" for k in differ):  # implied by them
+            differ = [k for k in differ if k.startswith("task_config.options.") or not k.startswith("task_config.")]
+        labels[cid] = " ".join([f"{key[1]} {key[2]}", *(_distinction(k, flat[cid][k]) for k in differ)])
+    return labels
+
+
+def reached(curve: list[dict[str, float]] | None, target: float, higher_is_better: bool, scale: float) -> float | None:
+    """Seconds of training at the first validation whose metric reached `target` (in the shown
+    units), None if none did."""
+    for point in curve or []:
+        value = point["val"] * scale
+        if value >= target if higher_is_better else value <= target:
+            return point["seconds"]
+    return None
+
+
+def leaderboard(rows: list[dict[str, Any]], targets: dict[str, float] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per task: one entry per configuration with figures over its seeds, best first; the best is
+    compared with each other one (Welch's t-test). `targets`: task -> metric value (shown units)
+    whose time to reach on validation is read from the runs' learning curves."""
     tables = {}
     for task, configs in sorted(groups(rows).items()):
+        labels = configuration_labels(configs)
         body = []
-        for (cell, model, budget), runs in configs.items():
+        for cid, runs in configs.items():
             name = runs[0]["metric_name"]
             scale = _scale(name)
             others = sorted({k for r in runs for k in (r["metrics"] or {})} - NOT_SHOWN - {name})
             vals = [r["best_val_metric"] * scale for r in runs if r["best_val_metric"] is not None]
             tokens = [r["tokens_per_s"] for r in runs if r.get("tokens_per_s")]
+            values = [r["metric_value"] * scale for r in runs]
+            target = (targets or {}).get(task)
             body.append({
-                "cell": cell, "model": model, "budget": budget, "metric_name": name,
-                "metric": mean_std([r["metric_value"] * scale for r in runs]), "n": len(runs),
+                "configuration_id": cid, "cell": runs[0]["cell"], "model": _model(runs[0]), "budget": runs[0]["budget"],
+                "label": labels[cid], "metric_name": name, "values": values,
+                "metric": mean_ci(values), "std": mean_std(values)[1], "n": len(runs),
                 "others": {k: mean_std([r["metrics"][k] * _scale(k) for r in runs if k in r["metrics"]]) for k in others},
                 "best_val_mean": statistics.fmean(vals) if vals else None,
                 "test_samples": min(r["test_samples"] or 0 for r in runs),
@@ -80,9 +157,14 @@ def leaderboard(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
                 "peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs),
                 "parameters": runs[0]["parameters"],
                 "higher_is_better": bool(runs[0]["higher_is_better"]),
+                "target": target,
+                "to_target": None if target is None else [reached(r.get("curve"), target, bool(r["higher_is_better"]), scale)
+                                                          for r in runs],
                 "runs": runs,
             })
         body.sort(key=lambda e: -e["metric"][0] if e["higher_is_better"] else e["metric"][0])
+        for e in body:
+            e["p_vs_best"] = None if e is body[0] else welch_p(body[0]["values"], e["values"])
         tables[task] = body
     return tables
 
@@ -102,22 +184,45 @@ def _options(options: dict[str, Any] | None) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted((options or {}).items()))
 
 
+def _metric_text(mean: float, half_width: float | None, n: int) -> str:
+    return f"{_number(mean)} ± {_number(half_width)}" if half_width is not None else f"{_number(mean)} (n = {n}: no interval)"
+
+
+def _p_text(e: dict[str, Any], best: dict[str, Any]) -> str:
+    if e is best:
+        return "best"
+    if e["p_vs_best"] is None:
+        return "untestable (n < 2)" if min(e["n"], best["n"]) < 2 else "untestable (no spread)"
+    return f"{e['p_vs_best']:.2g}" + (" (n.s.)" if e["p_vs_best"] >= 0.05 else "")
+
+
+def _to_target_text(e: dict[str, Any]) -> str:
+    times = [t for t in e["to_target"] if t is not None]
+    if not times:
+        return "not reached"
+    text = f"{statistics.fmean(times):.1f}"
+    return text if len(times) == len(e["to_target"]) else f"{text} ({len(times)} of {len(e['to_target'])} seeds)"
+
+
 def task_table(entries: list[dict[str, Any]], baselines: list[dict[str, Any]] = ()) -> tuple[list[str], list[list[str]]]:
     """The header and rows of one task's table: the markdown report and W&B show the same.
     Baselines follow the ranked rows, marked, outside the ranking."""
     name = entries[0]["metric_name"]
     others = sorted({k for e in entries for k in e["others"] if "@" not in k})
     with_tokens = any(e["tokens_per_s"] for e in entries)
-    header = ["cell", "model", f"test {_label(name)}, mean ± std", f"best val {_label(name)}",
-              *[f"test {_label(k)}" for k in others], "n", "test samples", "train s", "step ms", "samples/s",
+    target = entries[0].get("target")
+    header = ["cell", "configuration", f"test {_label(name)}, mean ± 95 % CI", "p vs best (Welch)",
+              f"best val {_label(name)}", *[f"test {_label(k)}" for k in others], "n", "test samples",
+              *([f"s to val {target:g}"] if target is not None else []), "train s", "step ms", "samples/s",
               *(["tokens/s"] if with_tokens else []), "peak memory", "parameters"]
     body = []
     for e in entries:
         body.append([
-            e["cell"], f"{e['model']} {e['budget']}", _mean_pm(*e["metric"]),
+            e["cell"], e["label"], _metric_text(*e["metric"], e["n"]), _p_text(e, entries[0]),
             "-" if e["best_val_mean"] is None else _number(e["best_val_mean"]),
-            *[_mean_pm(*e["others"][k]) if k in e["others"] else "-" for k in others],
-            str(e["n"]), str(e["test_samples"]), f"{e['train_s']:.1f}", f"{e['step_ms']:.2f}",
+            *[_number(e["others"][k][0]) if k in e["others"] else "-" for k in others],
+            str(e["n"]), str(e["test_samples"]), *([_to_target_text(e)] if target is not None else []),
+            f"{e['train_s']:.1f}", f"{e['step_ms']:.2f}",
             f"{e['samples_per_s']:.0f}", *([f"{e['tokens_per_s']:.0f}" if e["tokens_per_s"] else "-"] if with_tokens else []),
             _bytes(e["peak_memory_bytes"]), f"{e['parameters']:,}",
         ])
@@ -125,9 +230,9 @@ def task_table(entries: list[dict[str, Any]], baselines: list[dict[str, Any]] = 
         metrics = b["metrics"] or {}
         body.append([
             f"baseline: {b['name']}", f"{b['budget']} {_options(b['task_options'])}".strip(),
-            _number(b["metric_value"] * _scale(name)), "-",
+            _number(b["metric_value"] * _scale(name)), "-", "-",
             *[_number(metrics[k] * _scale(k)) if k in metrics else "-" for k in others],
-            "-", str(b["test_samples"]), *["-"] * (5 + with_tokens),
+            "-", str(b["test_samples"]), *["-"] * (5 + with_tokens + (target is not None)),
         ])
     return header, body
 
@@ -144,12 +249,12 @@ def per_step_tables(entries: list[dict[str, Any]], baselines: list[dict[str, Any
     out = []
     for family, steps in sorted(families.items()):
         keys = [f"{family}@{k}" for k in sorted(steps)]
-        body = [[e["cell"], f"{e['model']} {e['budget']}", *[_number(e["others"][k][0]) if k in e["others"] else "-"
+        body = [[e["cell"], e["label"], *[_number(e["others"][k][0]) if k in e["others"] else "-"
                                                                for k in keys]] for e in entries]
         body += [[f"baseline: {b['name']}", b["budget"], *[_number(b["metrics"][k] * _scale(k)) if k in b["metrics"] else "-"
                                                          for k in keys]] for b in baselines]
         out += [f"Test {_label(family)} at each step k (mean over seeds):", "",
-                markdown_table(["cell", "model", *[str(k) for k in sorted(steps)]], body), ""]
+                markdown_table(["cell", "configuration", *[str(k) for k in sorted(steps)]], body), ""]
     return out
 
 
@@ -168,10 +273,10 @@ def _examples(entries: list[dict[str, Any]]) -> list[str]:
     for e in entries:
         artifacts = e["runs"][0].get("artifacts") or {}
         for picture in artifacts.get("pictures", []):  # paths relative to the results folder
-            out += [f"**{e['cell']} {e['model']} {e['budget']}** (seed {e['runs'][0]['seed']}): {picture['caption']}", "",
+            out += [f"**{e['cell']} {e['label']}** (seed {e['runs'][0]['seed']}): {picture['caption']}", "",
                     f"![{e['cell']}]({picture['path']})", ""]
         if artifacts.get("examples"):
-            out += [f"**{e['cell']} {e['model']} {e['budget']}** (seed {e['runs'][0]['seed']})", ""]
+            out += [f"**{e['cell']} {e['label']}** (seed {e['runs'][0]['seed']})", ""]
             out += [markdown_table(["source", "reference", "output"],
                                    [[x["source"], x["reference"], x["hypothesis"]] for x in artifacts["examples"]]), ""]
     if out:
@@ -241,8 +346,10 @@ def render_speed(speed_rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None,
-           speed_rows: list[dict[str, Any]] | None = None, baseline_rows: list[dict[str, Any]] | None = None) -> str:
+def render(rows: list[dict[str, Any]], plots: dict[str, list[tuple[str, str]]] | None = None,
+           speed_rows: list[dict[str, Any]] | None = None, baseline_rows: list[dict[str, Any]] | None = None,
+           targets: dict[str, float] | None = None) -> str:
+    """The report's markdown; `plots`: task -> [(picture path, caption)]."""
     plots = plots or {}
     out = ["# rnnbench report", ""]
     if not rows:
@@ -251,7 +358,7 @@ def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None,
     count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
     out += [f"{len(rows)} runs stored: {count['ok']} ok, {count['failed']} failed, {count['skipped']} skipped.", ""]
     memory_kinds = sorted({r["memory_kind"] for r in rows if r["status"] == "ok"})
-    for task, entries in leaderboard(rows).items():
+    for task, entries in leaderboard(rows, targets).items():
         baselines = baselines_for(entries, baseline_rows or [])
         out += [f"## {task}", "", markdown_table(*task_table(entries, baselines)), ""]
         out += per_step_tables(entries, baselines)
@@ -262,12 +369,18 @@ def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None,
                         for e in entries for r in e["runs"]})
         if any(note for _, note in notes):
             out += ["Budgets: " + "; ".join(f"{budget}: {note}" for budget, note in notes if note) + ".", ""]
-        if task in plots:
-            out += [f"![{entries[0]['metric_name']} against training time, {task}]({plots[task]})", ""]
+        for picture, caption in plots.get(task, []):
+            out += [f"![{caption}]({picture})", ""]
         out += _examples(entries)
     out += [
-        "Columns: test metrics as mean ± std over the seeds (n); best validation value; training wall time "
-        "(fit, with validation); median training step time; training samples (and tokens) per second; "
+        "Rows: one per configuration (everything that defines a run but its seed: task version and options, "
+        "cell, model, budget and its settings, devices, device kind); the label adds what tells apart "
+        "configurations that would otherwise read alike. Columns: the primary test metric as the mean over the "
+        "seeds with the half-width of its 95 % Student-t confidence interval (n seeds); p vs best: two-sided "
+        "Welch t-test of the seeds against the best configuration's, `(n.s.)` where p >= 0.05, untestable with "
+        "fewer than two seeds on a side; other test metrics as means over the seeds; best validation value; "
+        "s to val X: training seconds until validation first reached X (mean over the seeds that did); training "
+        "wall time (fit, with validation); median training step time; training samples (and tokens) per second; "
         "peak memory, which measures: " + "; ".join(memory_kinds) + "; trainable parameters.",
         "",
     ]
@@ -290,7 +403,8 @@ def render(rows: list[dict[str, Any]], plots: dict[str, str] | None = None,
 
 
 def plot_metric_vs_time(task: str, entries: list[dict[str, Any]], path: Path) -> Path:
-    """Test metric (mean, std as error bar) against mean training time, one point per configuration."""
+    """Test metric (mean, 95 % confidence interval as error bar) against mean training time, one point per
+    configuration."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -298,8 +412,8 @@ def plot_metric_vs_time(task: str, entries: list[dict[str, Any]], path: Path) ->
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for e in entries:
-        mean, std = e["metric"]
-        ax.errorbar(e["train_s"], mean, yerr=std or 0, fmt="o", capsize=3, label=f"{e['cell']} {e['model']}")
+        mean, half_width = e["metric"]
+        ax.errorbar(e["train_s"], mean, yerr=half_width or 0, fmt="o", capsize=3, label=f"{e['cell']} {e['label']}")
     name = entries[0]["metric_name"]
     ax.set_xlabel("training time (s)")
     ax.set_ylabel(f"test {_label(name)}")
@@ -312,17 +426,102 @@ def plot_metric_vs_time(task: str, entries: list[dict[str, Any]], path: Path) ->
     return path
 
 
+def _curve_lines(e: dict[str, Any], scale: float) -> tuple[list[float], list[float], list[float], list[float], list[float]] | None:
+    """Mean over seeds per epoch (the epochs every seed has): epochs, seconds, mean, low, high."""
+    curves = [r.get("curve") for r in e["runs"] if r.get("curve")]
+    if not curves:
+        return None
+    length = min(len(c) for c in curves)
+    epochs = [curves[0][i]["epoch"] for i in range(length)]
+    seconds = [statistics.fmean(c[i]["seconds"] for c in curves) for i in range(length)]
+    values = [[c[i]["val"] * scale for c in curves] for i in range(length)]
+    return epochs, seconds, [statistics.fmean(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+
+
+def _two_panels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, 2, figsize=(11, 4), dpi=100, sharey=True)
+
+
+def _save_panels(fig, axes, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(task: str, entries: list[dict[str, Any]], path: Path) -> Path | None:
+    """Validation metric against epoch and against training time, one line per configuration
+    (mean over seeds; the band spans the seeds' lowest to highest)."""
+    name = entries[0]["metric_name"]
+    lines = [(e, _curve_lines(e, _scale(name))) for e in entries]
+    lines = [(e, c) for e, c in lines if c]
+    if not lines:
+        return None
+    fig, axes = _two_panels()
+    for e, (epochs, seconds, mean, low, high) in lines:
+        for ax, x in zip(axes, (epochs, seconds)):
+            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=f"{e['cell']} {e['label']} (n={e['n']})")
+            if e["n"] > 1:
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
+    axes[0].set_xlabel("epoch")
+    axes[1].set_xlabel("training time (s)")
+    axes[0].set_ylabel(f"validation {_label(name)}")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return _save_panels(fig, axes, f"{task}: learning curves", path)
+
+
+def plot_state_gradients(task: str, entries: list[dict[str, Any]], path: Path) -> Path | None:
+    """‖∂L/∂h_t‖ against the time step t, at initialisation and after training, log scale, one line
+    per configuration (mean over seeds): how far back in time the loss's gradient reaches."""
+    lines = [(e, [r["state_gradients"] for r in e["runs"] if r.get("state_gradients")]) for e in entries]
+    lines = [(e, g) for e, g in lines if g]
+    if not lines:
+        return None
+    fig, axes = _two_panels()
+    for e, records in lines:
+        for ax, when in zip(axes, ("init", "trained")):
+            length = min(len(g[when]) for g in records)
+            mean = [statistics.fmean(g[when][t] for g in records) for t in range(length)]
+            # exactly zero (below even float64's range) cannot be drawn on a log scale: a gap
+            ax.plot(range(1, length + 1), [v if v > 0 else float("nan") for v in mean],
+                    label=f"{e['cell']} {e['label']} (n={e['n']})")
+    for ax, title in zip(axes, ("at initialisation", "after training")):
+        ax.set_yscale("log")
+        ax.set_xlabel("time step t")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("‖∂L/∂h_t‖, mean over a fixed test batch")
+    return _save_panels(fig, axes, f"{task}: gradient of the loss with respect to the hidden state at each step", path)
+
+
 def write_report(rows: list[dict[str, Any]], out: Path, speed_rows: list[dict[str, Any]] | None = None,
-                 baseline_rows: list[dict[str, Any]] | None = None) -> Path:
-    """Write OUT/report.md and one PNG per task beside it."""
+                 baseline_rows: list[dict[str, Any]] | None = None, targets: dict[str, float] | None = None) -> Path:
+    """Write OUT/report.md and the pictures beside it (per task: the metric against training time,
+    the learning curves)."""
     out.mkdir(parents=True, exist_ok=True)
-    plots = {}
-    for task, entries in leaderboard(rows).items():
-        name = f"report-{task}.png"
-        plot_metric_vs_time(task, entries, out / name)
-        plots[task] = name
+    plots: dict[str, list[tuple[str, str]]] = {}
+    for task, entries in leaderboard(rows, targets).items():
+        name = entries[0]["metric_name"]
+        plot_metric_vs_time(task, entries, out / f"report-{task}.png")
+        plots[task] = [(f"report-{task}.png", f"test {name} against training time, {task}")]
+        if plot_curves(task, entries, out / f"report-{task}-curves.png"):
+            plots[task].append((f"report-{task}-curves.png", f"validation {name} against epoch and time, {task}"))
+        if plot_state_gradients(task, entries, out / f"report-{task}-gradients.png"):
+            plots[task].append((f"report-{task}-gradients.png", f"gradient norm per time step, {task}: the loss's "
+                                "gradient with respect to h_t at each step t (log scale), at initialisation and "
+                                "after training"))
     path = out / "report.md"
     tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(render(rows, plots, speed_rows, baseline_rows))
+    tmp.write_text(render(rows, plots, speed_rows, baseline_rows, targets))
     tmp.replace(path)
     return path

@@ -99,6 +99,9 @@ class Task:
     description: str = ""
     primary_metric: str = ""  # a key of `metrics()`, e.g. "accuracy"
     higher_is_better: bool = True
+    # the report's default "time to reach" on validation, in the report's units (percent for
+    # accuracy and IoU); `rnnbench report --target TASK=VALUE` overrides it
+    target: float | None = None
     budgets: dict[str, Budget] = {}  # by name: smoke, quick, paper
     options: dict[str, Option] = {}  # by name; values in `self.settings` once configured
 
@@ -182,6 +185,37 @@ class Task:
             samples += self.samples_in(batch)
         values = {name: float(metric.compute()) for name, metric in metrics.items() if metric.update_called}
         return values, samples
+
+    #: record ‖∂L/∂h_t‖ per time step at initialisation and after training (batches `(x, target)`,
+    #: `loss` a mean over the samples)
+    records_state_gradients: bool = False
+    STATE_GRADIENT_SAMPLES = 100
+
+    def state_gradients(self, network: nn.Module, datamodule: L.LightningDataModule) -> dict[str, Any] | None:
+        """The batch mean of ‖∂L/∂h_t‖ for t = 1..T over the first `STATE_GRADIENT_SAMPLES` test
+        samples (always the same ones), L the loss summed over the samples, computed in float64;
+        for the top layer's forward direction of the network's first recurrent cell
+        (`cells.gradients`). None for a task that does not record it. Leaves the random number
+        generators as they were."""
+        if not self.records_state_gradients:
+            return None
+        from cells.gradients import state_gradient_norms
+
+        datamodule.setup("test")
+        device = next(network.parameters()).device
+        with torch.random.fork_rng(devices=[]):
+            xs, targets = [], []
+            for x, target in datamodule.test_dataloader():  # the first test batches, up to the sample count
+                xs.append(x)
+                targets.append(target)
+                if sum(len(x) for x in xs) >= self.STATE_GRADIENT_SAMPLES:
+                    break
+            x = torch.cat(xs)[: self.STATE_GRADIENT_SAMPLES].to(device)
+            target = torch.cat(targets)[: self.STATE_GRADIENT_SAMPLES].to(device)
+            x, target = (t.double() if t.is_floating_point() else t for t in (x, target))
+            # in float64: a vanishing gradient reaches 1e-100 and below, under float32's range
+            norms = state_gradient_norms(network, lambda net: self.loss(net(x), target) * len(x), torch.float64)[0]
+        return {"norms": norms, "samples": len(x)}
 
     def config(self) -> dict[str, Any]:
         """The task's own settings, stored with every run."""

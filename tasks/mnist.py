@@ -106,6 +106,8 @@ class ConstantClass(nn.Module):
 
 class MNISTScanTask(Task):
     primary_metric = "accuracy"
+    target = 90.0  # percent
+    records_state_gradients = True
     higher_is_better = True
 
     def __init__(self, name: str, description: str, order: Tensor, steps: int, budgets: dict[str, Budget]):

@@ -224,13 +224,32 @@ class AdditiveAttention(nn.Module):
         return weights @ keys
 
 
+class GeneralAttention(nn.Module):
+    """score(q, k) = q . W k (Luong et al. 2015, "general"), softmax over real source steps.
+
+    The default: on a 2-core CPU the additive score's (B, T, S, size) tanh and its backward took
+    half of a training step (hidden 256: 301 ms a step against 152 ms without attention)."""
+
+    def __init__(self, query_size: int, key_size: int, size: int):
+        super().__init__()
+        self.key = nn.Linear(key_size, query_size, bias=False)
+
+    def forward(self, queries: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        scores = queries @ self.key(keys).transpose(1, 2)  # (B, T, S)
+        weights = scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
+        return weights @ keys
+
+
+ATTENTION = {"general": GeneralAttention, "additive": AdditiveAttention}
+
+
 class Seq2Seq(nn.Module):
     """`embed`: the embedding size (apart from the hidden size); `dropout`: on the embeddings and
     on the decoder's features before the output layer; `label_smoothing`: of the training loss
     (regularisation for a small corpus)."""
 
     def __init__(self, model: ModelConfig, vocab_size: int, attention: bool, embed: int = 256, dropout: float = 0.0,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, score: str = "general"):
         super().__init__()
         hidden = model.hidden_size
         self.label_smoothing = label_smoothing  # of the training loss
@@ -240,7 +259,7 @@ class Seq2Seq(nn.Module):
         self.decoder = build_cell(model.cell, embed, hidden, model.num_layers, False, model.dropout)
         directions = self.encoder.num_directions
         self.bridge = StateBridge(self.encoder, self.decoder)
-        self.attention = AdditiveAttention(hidden, directions * hidden, hidden) if attention else None
+        self.attention = ATTENTION[score](hidden, directions * hidden, hidden) if attention else None
         self.combine = nn.Linear(hidden + directions * hidden, hidden) if attention else None
         self.generator = nn.Linear(hidden, vocab_size)
 
@@ -357,6 +376,7 @@ BUDGETS = {
 class TranslationTask(Task):
     version = 2  # 2: embedding size apart from the hidden size, dropout, label smoothing
     primary_metric = "bleu"
+    target = 4.0  # the quick floor with attention
     higher_is_better = True
     budgets = BUDGETS
 

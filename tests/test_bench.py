@@ -120,11 +120,12 @@ def test_report_renders_every_cell_with_spread(smoke_out):
     result = invoke("report", "--out", str(out))
     assert result.exit_code == 0, result.output
     text = (out / "report.md").read_text()
-    assert "## mnist-row" in text and "test accuracy (%), mean ± std" in text
+    assert "## mnist-row" in text and "test accuracy (%), mean ± 95 % CI" in text and "| s to val 90 |" in text
     assert "Budgets: smoke: 8 training batches: checks the path, not accuracy." in text
     for cell in ("gru_fused", "lstm_handwritten"):
         line = next(line for line in text.splitlines() if line.startswith(f"| {cell} "))
         assert " ± " in line and "| 2 | 128 |" in line  # two seeds, 128 test samples
+        assert line.count("| 1x16 smoke |") == 1  # one configuration: nothing tells it apart
     assert "## Failed and skipped runs" in text and "FloatingPointError" in text
     assert "## Environment" in text and "cpu: " in text
     (baseline,) = ResultsStore(out).rows("baselines")  # scored once for the four runs of one configuration
@@ -134,8 +135,21 @@ def test_report_renders_every_cell_with_spread(smoke_out):
     assert body[-1] == line, "the baseline sits under the ranked rows"
     curves = [r["curve"] for r in ResultsStore(out).rows() if r["status"] == "ok"]
     assert all(len(c) == 1 and c[0]["epoch"] == 1 and c[0]["seconds"] > 0 for c in curves)
-    png = out / "report-mnist-row.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("report-mnist-row.png", "report-mnist-row-curves.png", "report-mnist-row-gradients.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in text
+    ok = [r for r in ResultsStore(out).rows() if r["status"] == "ok"]
+    assert len({r["configuration_id"] for r in ok}) == 2  # two cells, two seeds each
+    for r in ok:  # 28 row steps, at initialisation and after training, for 100 fixed test samples
+        gradients = r["state_gradients"]
+        assert len(gradients["init"]) == len(gradients["trained"]) == 28 and gradients["samples"] == 100
+        assert all(v > 0 for v in gradients["init"]) and gradients["init"] != gradients["trained"]
+    result = invoke("report", "--out", str(out), "--target", "mnist-row=1")
+    assert result.exit_code == 0 and "| s to val 1 |" in (out / "report.md").read_text()
+    result = invoke("export", "--out", str(out), "--format", "json")
+    assert result.exit_code == 0, result.output
+    grouped = json.loads((out / "export" / "runs-grouped.json").read_text())
+    assert sorted(g["cell"] for g in grouped) == ["gru_fused", "lstm_handwritten"] and all(g["n"] == 2 for g in grouped)
+    assert len(json.loads((out / "export" / "runs.json").read_text())) == 6  # the failed runs too
 
 
 def test_cli_errors_name_the_input(tmp_path):
@@ -153,6 +167,16 @@ def test_cli_errors_name_the_input(tmp_path):
     result = invoke("run", "--task", "adding", "-o", "length=1", "--out", str(tmp_path))
     assert result.exit_code == 2 and "length=1" in result.output and "at least 2" in result.output
     result = invoke("report", "--out", str(tmp_path / "nothing"))
+    assert result.exit_code == 2 and "no results store" in result.output
+    result = invoke("report", "--out", str(tmp_path), "--target", "mnist-row")
+    assert result.exit_code == 2 and "expected TASK=VALUE" in result.output
+    result = invoke("report", "--out", str(tmp_path), "--target", "mnist-rwo=97")
+    assert result.exit_code == 2 and "unknown task 'mnist-rwo'" in result.output
+    result = invoke("report", "--out", str(tmp_path), "--target", "mnist-row=high")
+    assert result.exit_code == 2 and "'high' is not a number" in result.output
+    result = invoke("export", "--out", str(tmp_path), "--format", "xlsx")
+    assert result.exit_code == 2 and "xlsx" in result.output
+    result = invoke("export", "--out", str(tmp_path / "nothing"))
     assert result.exit_code == 2 and "no results store" in result.output
     assert not (tmp_path / "results.sqlite").exists()
 
@@ -213,9 +237,10 @@ def test_wandb_offline_logs_runs_and_leaderboard(shared_data, tmp_path, monkeypa
     assert float(values["test/accuracy"]) == pytest.approx(row["metric_value"])
     assert "summary/step_ms_median" in values
     assert values["leaderboard/mnist-row/_type"] == '"table-file"'
-    assert tables["mnist-row"]["columns"][:4] == ["cell", "model", "test accuracy (%), mean ± std", "best val accuracy (%)"]
+    assert tables["mnist-row"]["columns"][:4] == ["cell", "configuration", "test accuracy (%), mean ± 95 % CI",
+                                                  "p vs best (Welch)"]
     entry, baseline = tables["mnist-row"]["data"]  # the run, then the task's baseline, marked
-    assert entry[0] == "rnn_fused" and entry[2] == f"{100 * row['metric_value']:.2f}"
+    assert entry[0] == "rnn_fused" and entry[2] == f"{100 * row['metric_value']:.2f} (n = 1: no interval)"
     (stored,) = ResultsStore(tmp_path).rows("baselines")
     assert baseline[0] == "baseline: majority class" and baseline[2] == f"{100 * stored['metric_value']:.2f}"
     assert values["leaderboard/mnist-row/best_cell"] == '"rnn_fused"'

@@ -1,11 +1,20 @@
-"""The report's pure functions on hand-made records: baselines and per-step metrics."""
+"""The report's pure functions on hand-made records: configurations, uncertainty, baselines, per-step
+metrics, time to target; the export; configuration ids of stores written before they existed."""
 
 from __future__ import annotations
 
-from reports.markdown import baselines_for, leaderboard, per_step_tables, render
+import csv
+import json
+import sqlite3
+
+import pytest
+
+from bench.store import ResultsStore, configuration_id
+from reports.export import export
+from reports.markdown import baselines_for, leaderboard, per_step_tables, render, task_table, write_report
 
 
-def record(cell, seed, mse, per_frame, options):
+def record(cell, seed, mse, per_frame, options, version=2, device="cpu", curve=None):
     return {
         "run_id": f"{cell}{seed}", "task": "video", "cell": cell, "seed": seed, "budget": "quick", "status": "ok",
         "num_layers": 1, "hidden_size": 8, "bidirectional": 0, "devices": 1, "metric_name": "mse",
@@ -13,8 +22,8 @@ def record(cell, seed, mse, per_frame, options):
         "metrics": {"mse": mse, **{f"mse@{k}": v for k, v in enumerate(per_frame, start=1)}},
         "train_seconds": 1.0, "step_ms_median": 1.0, "samples_per_s": 1.0, "tokens_per_s": None,
         "peak_memory_bytes": 1, "memory_kind": "cpu", "parameters": 5, "artifacts": None,
-        "config": {"task_config": {"name": "video", "options": options}}, "environment": {}, "device": "cpu",
-        "git_revision": "x",
+        "config": {"task": "video", "cell": cell, "seed": seed, "task_version": version, "task_config": {"name": "video", "options": options}},
+        "environment": {}, "device": device, "git_revision": "x", "curve": curve,
     }
 
 
@@ -42,6 +51,102 @@ def test_per_step_metrics_are_one_table_with_a_column_per_step_in_order():
     entries = leaderboard(rows)["video"]
     lines = per_step_tables(entries, [baseline("mean frame", 150.0, {})])
     table = [line for line in "\n".join(lines).splitlines() if line.startswith("| ")]
-    assert table[0] == "| cell | model | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 |"
+    assert table[0] == "| cell | configuration | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 |"
     assert table[2].startswith("| gru | 1x8 quick | 1.00 | 2.00 | 3.00 ")  # mean over the two seeds
     assert table[3].startswith("| baseline: mean frame | quick | 151.00 | 152.00 ")
+
+
+def metric_cells(rows, target=None):
+    entries = leaderboard(rows, {"video": target} if target is not None else None)["video"]
+    header, body = task_table(entries)
+    return entries, [dict(zip(header, line)) for line in body]
+
+
+def test_configurations_that_differ_are_not_averaged_and_their_labels_say_how():
+    rows = [record("gru", s, 100.0 + s, [0.0] * 10, {"frames": "conv"}) for s in range(2)]
+    rows += [record("gru", 0, 150.0, [0.0] * 10, {"frames": "fc"})]
+    rows += [record("gru", 0, 120.0, [0.0] * 10, {"frames": "conv"}, version=1)]
+    rows += [record("gru", 0, 90.0, [0.0] * 10, {"frames": "conv"}, device="cuda: NVIDIA H200")]
+    entries, cells = metric_cells(rows)
+    assert [(e["n"], e["metric"][0]) for e in entries] == [(1, 90.0), (2, 100.5), (1, 120.0), (1, 150.0)]
+    labels = [c["configuration"] for c in cells]
+    assert labels == ["1x8 quick cuda: NVIDIA H200 frames=conv v2", "1x8 quick cpu frames=conv v2",
+                      "1x8 quick cpu frames=conv v1", "1x8 quick cpu frames=fc v2"]
+    assert len({e["configuration_id"] for e in entries}) == 4
+
+
+def test_mean_with_a_95_percent_interval_and_welch_against_the_best():
+    rows = [record("lstm", s, v, [0.0] * 10, {}) for s, v in enumerate([1.0, 2.0, 3.0])]
+    rows += [record("gru", s, v, [0.0] * 10, {}) for s, v in enumerate([4.0, 5.0, 6.0])]
+    rows += [record("rnn", s, v, [0.0] * 10, {}) for s, v in enumerate([1.5, 2.5, 2.0])]
+    rows += [record("tanh", 0, 7.0, [0.0] * 10, {})]
+    entries, cells = metric_cells(rows)  # MSE: lower is better
+    assert [e["cell"] for e in entries] == ["lstm", "rnn", "gru", "tanh"]
+    # t(0.975, 2) = 4.3027 (tables); half-width = 4.3027 * 1 / sqrt(3)
+    assert entries[0]["metric"][1] == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)
+    assert cells[0]["test mse, mean ± 95 % CI"] == "2.00 ± 2.48" and cells[0]["p vs best (Welch)"] == "best"
+    # Welch between [1, 2, 3] and [4, 5, 6]: t = -3.674, 4 degrees of freedom, p = 0.0213
+    assert entries[2]["p_vs_best"] == pytest.approx(0.02131, abs=1e-4)
+    assert cells[2]["p vs best (Welch)"] == "0.021"
+    assert cells[1]["p vs best (Welch)"].endswith("(n.s.)")  # [1.5, 2.5, 2] is no different from [1, 2, 3]
+    assert cells[3]["test mse, mean ± 95 % CI"] == "7.00 (n = 1: no interval)"
+    assert cells[3]["p vs best (Welch)"] == "untestable (n < 2)"
+
+
+def test_time_to_target_is_read_from_the_curves():
+    curve = lambda vals: [{"epoch": i + 1, "val": v, "train_loss": 0.0, "seconds": 10.0 * (i + 1)}  # noqa: E731
+                          for i, v in enumerate(vals)]
+    rows = [record("gru", 0, 1.0, [0.0] * 10, {}, curve=curve([200, 130, 120])),
+            record("gru", 1, 1.0, [0.0] * 10, {}, curve=curve([200, 160, 135])),
+            record("lstm", 0, 2.0, [0.0] * 10, {}, curve=curve([200, 150, 140]))]
+    _, cells = metric_cells(rows, target=138.0)
+    assert cells[0]["s to val 138"] == "25.0" and cells[1]["s to val 138"] == "not reached"
+    rows[1]["curve"] = curve([200, 160, 150])
+    _, cells = metric_cells(rows, target=138.0)
+    assert cells[0]["s to val 138"] == "20.0 (1 of 2 seeds)"
+    _, cells = metric_cells(rows)
+    assert not any(k.startswith("s to val") for k in cells[0])
+
+
+def test_report_draws_learning_curves_and_state_gradients(tmp_path):
+    curve = [{"epoch": e, "val": 1.0 / e, "train_loss": 1.0, "seconds": 5.0 * e} for e in (1, 2, 3)]
+    rows = [record("gru", s, 1.0, [0.0] * 10, {}, curve=curve) for s in range(2)]
+    for r in rows:
+        r["state_gradients"] = {"init": [1e-120, 1e-3, 1.0], "trained": [0.0, 0.1, 1.0], "samples": 4}
+    text = (write_report(rows, tmp_path)).read_text()
+    for picture in ("report-video.png", "report-video-curves.png", "report-video-gradients.png"):
+        assert f"]({picture})" in text and (tmp_path / picture).stat().st_size > 10_000
+
+
+def test_stores_from_before_configuration_ids_gain_them_when_opened(tmp_path):
+    row = record("gru", 0, 100.0, [0.0] * 10, {"frames": "conv"})
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, task TEXT NOT NULL, task_version INTEGER NOT NULL, "
+                   "cell TEXT NOT NULL, seed INTEGER NOT NULL, budget TEXT NOT NULL, status TEXT NOT NULL, "
+                   "config TEXT, device TEXT)")
+        db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   ("r0", "video", 2, "gru", 0, "quick", "ok", json.dumps(row["config"]), "cpu"))
+    (stored,) = ResultsStore(tmp_path).rows()
+    assert stored["configuration_id"] == configuration_id(row["config"], "cpu")
+    other = {**row["config"], "seed": 5}  # the seed is not part of a configuration
+    assert configuration_id(other, "cpu") == stored["configuration_id"] != configuration_id(row["config"], "cuda")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_export_writes_every_row_and_one_grouped_row_per_configuration(tmp_path, fmt):
+    rows = [record("gru", s, 100.0 + s, [0.0] * 10, {}) for s in range(3)] + [record("lstm", 0, 90.0, [0.0] * 10, {})]
+    raw, grouped = export({"runs": rows}, "runs", fmt, tmp_path)
+    if fmt == "csv":
+        with raw.open() as f:
+            raw_rows = list(csv.DictReader(f))
+        with grouped.open() as f:
+            grouped_rows = list(csv.DictReader(f))
+        assert json.loads(raw_rows[0]["metrics"])["mse"] == 100.0
+    else:
+        raw_rows, grouped_rows = json.loads(raw.read_text()), json.loads(grouped.read_text())
+    assert len(raw_rows) == 4 and [r["cell"] for r in grouped_rows] == ["lstm", "gru"]
+    gru = grouped_rows[1]
+    assert float(gru["mean"]) == pytest.approx(101.0) and int(gru["n"]) == 3
+    assert float(gru["ci95_half_width"]) == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)
+    with pytest.raises(ValueError, match="format must be one of csv, json"):
+        export({"runs": rows}, "runs", "xlsx", tmp_path)

@@ -1,0 +1,94 @@
+"""The vanishing gradient, measured: ‖∂L/∂h_t‖ for every time step t of a network's recurrent cell.
+
+    norms = state_gradient_norms(network, lambda net: loss_sum(net(x), y))   # [‖∂L/∂h_1‖, ..., ‖∂L/∂h_T‖]
+
+A fused cell (cuDNN / oneDNN) keeps its per-step states inside the library, so the network is
+copied with each recurrent cell replaced by its hand-written twin (the same equations in a Python
+loop, the weights copied by name; the parity tests hold the two equal), and autograd keeps the
+gradient of every h_t the loop produces. ∂L/∂h_t is the gradient with respect to the hidden state
+h_t as the next step receives it (for an LSTM, with c_t held fixed): what flows back through
+time, the quantity of Hochreiter (1991) and Bengio et al. (1994). The norm is taken per sample
+and averaged over the batch; the loss should be a sum over the samples, so that each sample's
+gradient is its own loss's.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from cells.base import HandwrittenCell, RecurrentCell
+from cells.gru import GRUHandwritten
+from cells.lstm import LSTMHandwritten
+from cells.rnn import RNNHandwritten
+
+HANDWRITTEN = {"RNN": RNNHandwritten, "LSTM": LSTMHandwritten, "GRU": GRUHandwritten}
+
+
+def _record(cell: HandwrittenCell) -> list[list[Tensor]]:
+    """Make a (throw-away) hand-written cell keep every h its steps produce, gradients retained;
+    returns the record: one list of h_1..h_T per scan, in the order the scans run (layer by
+    layer, each direction in turn)."""
+    scans: list[list[Tensor]] = []
+    step, scan = cell.step, cell.scan
+
+    def recording_step(xp_t, state, w_hh, b_hh):
+        new = step(xp_t, state, w_hh, b_hh)
+        new[0].retain_grad()
+        scans[-1].append(new[0])
+        return new
+
+    def recording_scan(*args, **kwargs):
+        scans.append([])
+        return scan(*args, **kwargs)
+
+    cell.step, cell.scan = recording_step, recording_scan
+    return scans
+
+
+def handwritten_twin(cell: RecurrentCell) -> HandwrittenCell:
+    """A plain hand-written cell (no compilation) computing what `cell` computes, weights copied."""
+    cls = HANDWRITTEN[cell.architecture]
+    options = {"nonlinearity": cell.nonlinearity} if cell.architecture == "RNN" else {}
+    twin = cls(cell.input_size, cell.hidden_size, cell.num_layers, cell.bidirectional, cell.dropout, **options)
+    twin.load_state_dict({name: p.detach() for name, p in cell.weights().items()})
+    reference = next(cell.parameters())
+    return twin.to(device=reference.device, dtype=reference.dtype)
+
+
+def state_gradient_norms(network: nn.Module, loss: Callable[[nn.Module], Tensor],
+                         dtype: torch.dtype | None = None) -> list[list[float]]:
+    """Per recurrent cell of `network` (in module order): the batch mean of ‖∂L/∂h_t‖ for t = 1..T
+    (of the cell's last call), where L = `loss(copy)` is computed on a copy of the network in
+    evaluation mode whose cells are recording hand-written twins. `dtype`: the copy's (float64
+    keeps norms far below float32's smallest, 1e-45, from underflowing to zero; `loss` must then
+    feed it inputs of that type). The network itself is left as it was."""
+    copied = copy.deepcopy(network).eval()
+    if dtype is not None:
+        copied.to(dtype)
+    records = []
+    for name, module in list(copied.named_modules()):
+        if isinstance(module, RecurrentCell) and name:
+            twin = handwritten_twin(module)
+            records.append((twin, _record(twin)))
+            parent, _, attribute = name.rpartition(".")
+            setattr(copied.get_submodule(parent), attribute, twin)
+    if not records:
+        raise ValueError("the network has no recurrent cell")
+    with torch.enable_grad():
+        value = loss(copied)
+        value.backward()
+    out = []
+    for twin, scans in records:
+        top = scans[-twin.num_directions] if scans else []  # the top layer's forward direction (its last call)
+        out.append([float(_norms(h.grad).mean()) if h.grad is not None else 0.0 for h in top])
+    return out
+
+
+def _norms(grad: Tensor) -> Tensor:
+    """Row norms of (B, H), scaled by the largest entry first: squaring a 1e-170 underflows even in float64."""
+    scale = grad.abs().amax(-1, keepdim=True)
+    return scale.squeeze(-1) * (grad / torch.where(scale > 0, scale, 1.0)).norm(dim=-1)
