@@ -21,5 +21,12 @@ def log_leaderboard(rows: list[dict[str, Any]], out: Path, baseline_rows: list[d
             header, body = task_table(entries, baselines_for(entries, list(baseline_rows)))
             run.log({f"leaderboard/{task}": wandb.Table(columns=header, data=body)})
             run.summary[f"leaderboard/{task}/best_cell"] = entries[0]["cell"]
+        # the store, the report and its pictures, versioned together
+        artifact = wandb.Artifact("rnnbench-results", type="results",
+                                  description="results.sqlite, report.md and the report's pictures")
+        for path in [out / "results.sqlite", out / "report.md", *sorted(out.glob("report-*.png"))]:
+            if path.is_file():
+                artifact.add_file(str(path), name=path.name)
+        run.log_artifact(artifact)
     finally:
         run.finish()

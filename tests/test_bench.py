@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -244,6 +245,53 @@ def test_wandb_offline_logs_runs_and_leaderboard(shared_data, tmp_path, monkeypa
     (stored,) = ResultsStore(tmp_path).rows("baselines")
     assert baseline[0] == "baseline: majority class" and baseline[2] == f"{100 * stored['metric_value']:.2f}"
     assert values["leaderboard/mnist-row/best_cell"] == '"rnn_fused"'
+
+
+def test_two_configurations_two_seeds_each_report_export_and_wandb(tmp_path, monkeypatch):
+    """Configurations that differ only in a task option and dropout: two rows of n = 2 with an
+    interval, a p-value and curves, in the report, the export and the W&B leaderboard."""
+    import base64
+    import hashlib
+
+    from tests.wandb_reader import logged_values, records
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    common = ("run", "--task", "adding", "--cell", "gru_fused", "--layers", "2", "--seed", "0", "--seed", "1",
+              "--budget", "smoke", "--wandb", "--out", str(tmp_path))
+    assert invoke(*common, "-o", "length=20").exit_code == 0
+    result = invoke(*common, "-o", "length=30", "--dropout", "0.2")
+    assert result.exit_code == 0, result.output
+    closed_wandb_files()
+    text = (tmp_path / "report.md").read_text()
+    lines = [line.strip("| ").split(" | ") for line in text.split("## adding")[1].splitlines() if line.startswith("| ")]
+    rows = [dict(zip(lines[0], line)) for line in lines[2:] if line[0] == "gru_fused"]
+    assert sorted(r["configuration"] for r in rows) == ["2x16 smoke dropout=0.0 length=20",
+                                                        "2x16 smoke dropout=0.2 length=30"]
+    for r in rows:
+        assert " ± " in r["test mse, mean ± 95 % CI"] and r["n"] == "2"
+    assert sorted(r["p vs best (Welch)"] == "best" for r in rows) == [False, True]
+    assert all(r["p vs best (Welch)"] == "best" or r["p vs best (Welch)"][0].isdigit() for r in rows)
+    assert "](report-adding-curves.png)" in text and "](report-adding-gradients.png)" in text
+    assert invoke("export", "--out", str(tmp_path)).exit_code == 0
+    with (tmp_path / "export" / "runs-grouped.csv").open() as f:
+        grouped = list(csv.DictReader(f))
+    assert [g["n"] for g in grouped] == ["2", "2"] and all(float(g["ci95_half_width"]) > 0 for g in grouped)
+    assert any(g["p_vs_best"] for g in grouped)
+    leaderboards = [p for p in sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+                    if "leaderboard/adding/path" in logged_values(p)]
+    assert len(leaderboards) == 2  # one per command; the second holds both configurations
+    last = leaderboards[-1]
+    table = json.loads((last.parent / "files" / json.loads(logged_values(last)["leaderboard/adding/path"])).read_text())
+    ranked = [dict(zip(table["columns"], row)) for row in table["data"] if row[0] == "gru_fused"]
+    assert sorted(r["configuration"] for r in ranked) == sorted(r["configuration"] for r in rows)
+    assert all(r["n"] == "2" for r in ranked)
+    (artifact,) = [r.artifact for r in records(last) if r.WhichOneof("record_type") == "artifact"
+                   and r.artifact.type == "results"]
+    files = {e.path: e.digest for e in artifact.manifest.contents}
+    assert {"results.sqlite", "report.md", "report-adding.png", "report-adding-curves.png"} <= set(files)
+    digest = base64.b64encode(hashlib.md5((tmp_path / "report.md").read_bytes()).digest()).decode()
+    assert files["report.md"] == digest
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
