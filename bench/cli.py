@@ -31,7 +31,7 @@ EXAMPLES = """Examples:
 
   rnnbench run --task mnist-pixel --cell gru_handwritten --seed 0 --seed 1 --budget smoke
 
-  rnnbench run --task translation-de-en-attention --cell gru_fused --bidirectional -o beam=5
+  rnnbench run --task translation-de-en-attention --cell gru_fused --bidirectional -o beam=10
 
   rnnbench run --task adding -o length=200 --cell rnn_fused --cell lstm_fused --cell gru_fused
 
@@ -110,7 +110,7 @@ def run(
     budget: Annotated[BudgetName, typer.Option(help="smoke: seconds (tests); quick: minutes on a laptop CPU; paper: the long protocol, for GPUs.")] = BudgetName.quick,
     out: Annotated[Path, typer.Option(help="Folder of the results store (results.sqlite), checkpoints and report.")] = DEFAULT_OUT,
     data_dir: Annotated[Optional[Path], typer.Option(help="Data folder (holding mnist/); default $RNNBENCH_DATA or ~/.cache/rnnbench/data. Missing files are downloaded and verified.")] = None,
-    task_option: Annotated[Optional[list[str]], typer.Option("--task-option", "-o", help="NAME=VALUE, a task option (see `rnnbench list`); repeat for several. E.g. beam=5 or corpus=pairs.tsv.")] = None,
+    task_option: Annotated[Optional[list[str]], typer.Option("--task-option", "-o", help="NAME=VALUE, a task option (see `rnnbench list`); repeat for several. E.g. beam=10 or corpus=pairs.tsv.")] = None,
     layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 1,
     hidden: Annotated[Optional[int], typer.Option(help="Hidden size; default: the budget's for the task.")] = None,
     bidirectional: Annotated[bool, typer.Option("--bidirectional/--unidirectional", help="Bidirectional (BRNN) encoder.")] = False,

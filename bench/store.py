@@ -26,7 +26,10 @@ NOT_CONFIGURATION = ("seed", "traceback")  # keys of a run's `config` that do no
 def configuration(config: dict[str, Any], device: str | None) -> dict[str, Any]:
     """What defines a run except its seed: its identity (task, version, options, cell, model, budget
     and the budget's settings, devices, accelerator) and the kind of device it ran on."""
-    return {**{k: v for k, v in config.items() if k not in NOT_CONFIGURATION}, "device": device}
+    out = {k: v for k, v in config.items() if k not in NOT_CONFIGURATION}
+    if isinstance(out.get("budget_config"), dict):  # its note describes the budget, it does not define it
+        out["budget_config"] = {k: v for k, v in out["budget_config"].items() if k != "note"}
+    return {**out, "device": device}
 
 
 def configuration_id(config: dict[str, Any], device: str | None) -> str:

@@ -20,7 +20,7 @@ def test_list_shows_every_cell_with_its_description():
             assert spec.description in result.output
         for task in TASKS:
             assert task.name in result.output and task.description in result.output
-        assert "beam=1 (beam width for the test; 1 decodes greedily)" in result.output
+        assert "beam=5 (beam width for the test; 1 decodes greedily)" in result.output
 
 
 def test_help_and_unknown_command():

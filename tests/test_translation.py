@@ -150,7 +150,7 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
-    assert row["config"]["task_config"]["options"] == {"beam": 2}
+    assert row["config"]["task_config"]["options"] == {"beam": 2, "score": "general"}
     report = (tmp_path / "report.md").read_text()
     assert "test chrf" in report and "test perplexity" in report and "tokens/s" in report
     assert artifacts["examples"][0]["source"] in report and "SacreBLEU signatures" in report
