@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.store import JSON_COLUMNS, TABLES
-from reports.markdown import leaderboard
+from reports.markdown import leaderboard, seconds_to_target
 
 FORMATS = ("csv", "json")
 
@@ -24,7 +24,7 @@ def grouped_rows(rows: list[dict[str, Any]], targets: dict[str, float] | None = 
     for task, entries in leaderboard(rows, targets).items():
         for rank, e in enumerate(entries, 1):
             mean, half_width = e["metric"]
-            reached = [t for t in e["to_target"] or [] if t is not None]
+            to_target, reaching = seconds_to_target(e)
             out.append({
                 "task": task, "rank": rank, "configuration_id": e["configuration_id"], "cell": e["cell"],
                 "configuration": e["label"], "budget": e["budget"], "metric_name": e["metric_name"],
@@ -32,8 +32,8 @@ def grouped_rows(rows: list[dict[str, Any]], targets: dict[str, float] | None = 
                 "p_vs_best": e["p_vs_best"], "seeds": [r["seed"] for r in e["runs"]], "values": e["values"],
                 "best_val_mean": e["best_val_mean"],
                 **{f"mean_{k}": v[0] for k, v in e["others"].items()},
-                "target": e["target"], "seconds_to_target": sum(reached) / len(reached) if reached else None,
-                "seeds_reaching_target": len(reached) if e["target"] is not None else None,
+                "target": e["target"], "seconds_to_target": to_target,
+                "seeds_reaching_target": reaching if e["target"] is not None else None,
                 "train_s": e["train_s"], "step_ms": e["step_ms"], "samples_per_s": e["samples_per_s"],
                 "tokens_per_s": e["tokens_per_s"], "peak_memory_bytes": e["peak_memory_bytes"],
                 "parameters": e["parameters"], "run_ids": [r["run_id"] for r in e["runs"]],

@@ -196,12 +196,17 @@ def _p_text(e: dict[str, Any], best: dict[str, Any]) -> str:
     return f"{e['p_vs_best']:.2g}" + (" (n.s.)" if e["p_vs_best"] >= 0.05 else "")
 
 
+def seconds_to_target(e: dict[str, Any]) -> tuple[float | None, int]:
+    """Mean seconds to the target over the seeds that reached it (None if none did), and how many did."""
+    times = [t for t in e["to_target"] or [] if t is not None]
+    return (statistics.fmean(times) if times else None), len(times)
+
+
 def _to_target_text(e: dict[str, Any]) -> str:
-    times = [t for t in e["to_target"] if t is not None]
-    if not times:
+    mean, count = seconds_to_target(e)
+    if mean is None:
         return "not reached"
-    text = f"{statistics.fmean(times):.1f}"
-    return text if len(times) == len(e["to_target"]) else f"{text} ({len(times)} of {len(e['to_target'])} seeds)"
+    return f"{mean:.1f}" if count == len(e["to_target"]) else f"{mean:.1f} ({count} of {len(e['to_target'])} seeds)"
 
 
 def task_table(entries: list[dict[str, Any]], baselines: list[dict[str, Any]] = ()) -> tuple[list[str], list[list[str]]]:
