@@ -179,6 +179,12 @@ def test_cli_errors_name_the_input(tmp_path):
     assert result.exit_code == 2 and "xlsx" in result.output
     result = invoke("export", "--out", str(tmp_path / "nothing"))
     assert result.exit_code == 2 and "no results store" in result.output
+    result = invoke("run", "--task", "translation-de-en-attention", "-o", "score=dot", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "score='dot'" in result.output and "general, additive" in result.output
+    ResultsStore(tmp_path / "store")
+    (tmp_path / "file").write_text("")
+    result = invoke("export", "--out", str(tmp_path / "store"), "--to", str(tmp_path / "file"))
+    assert result.exit_code == 2 and "exists and is not a folder" in result.output
     assert not (tmp_path / "results.sqlite").exists()
 
 
