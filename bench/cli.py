@@ -70,6 +70,18 @@ class Accelerator(str, Enum):
     cuda = "cuda"
 
 
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "32"
+    tf32 = "tf32"
+    bf16_mixed = "bf16-mixed"
+    fp16_mixed = "16-mixed"
+
+
+PRECISION_HELP = ("Numeric precision of every cell in the command: 32 (strict FP32, TF32 off), tf32, bf16-mixed, "
+                  "16-mixed (the last three need CUDA); auto: 32 on CPU, tf32 on CUDA. Stored on every row.")
+
+
 def fail(message: str) -> typer.Exit:
     errors.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code=2)
@@ -116,8 +128,9 @@ def run(
     bidirectional: Annotated[bool, typer.Option("--bidirectional/--unidirectional", help="Bidirectional (BRNN) encoder.")] = False,
     dropout: Annotated[float, typer.Option(help="Dropout between stacked layers (needs --layers > 1).")] = 0.0,
     devices: Annotated[int, typer.Option(help="Devices for each run; > 1 trains the run with DDP (spawned processes).")] = 1,
-    parallel: Annotated[int, typer.Option(help="Runs at once, one per device (GPU), or sharing the CPU's threads: for runs too small to fill a device.")] = 1,
+    parallel: Annotated[int, typer.Option(help="Runs at once: round-robin on the GPUs (more than the GPUs puts several on each), or sharing the CPU's threads; for runs too small to fill a device. Each row says how many shared its device.")] = 1,
     accelerator: Annotated[Accelerator, typer.Option(help="auto: CUDA when available, else CPU.")] = Accelerator.auto,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
     wandb: Annotated[bool, typer.Option("--wandb/--no-wandb", help="Log runs and the leaderboard to Weights & Biases (offline unless you are logged in).")] = False,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Download missing data files.")] = True,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Lightning's progress bar; default: on a terminal.")] = None,
@@ -141,7 +154,7 @@ def run(
         configs = expand(
             task or DEFAULT_TASKS, cell or DEFAULT_CELLS, seed or [0], budget=budget.value, num_layers=layers,
             hidden_size=hidden, bidirectional=bidirectional, dropout=dropout, devices=devices,
-            accelerator=accelerator.value, task_options=tuple(options),
+            accelerator=accelerator.value, precision=precision.value, task_options=tuple(options),
         )
     except ValueError as err:
         raise fail(str(err)) from None
@@ -200,12 +213,14 @@ def speed(
     out: Annotated[Path, typer.Option(help="Folder of the results store; rows go to its table `speed`.")] = DEFAULT_OUT,
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
     repeats: Annotated[int, typer.Option(help="Timed calls (rounds) per cell; median and interquartile range are reported.")] = 100,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP + " The peak matmul is measured at the same precision.")] = Precision.auto,
 ) -> None:
     """Time forward and forward+backward of each cell at each shape; store and report them.
 
     Each hand-written or compiled cell is set against its fused twin measured in the same
     command (ratio < 1: faster than the fused kernel).
     """
+    from bench.precision import resolve_precision
     from bench.speed import SHAPE_SETS, parse_shape, run_speed
     from bench.store import ResultsStore
     from cells import CELLS
@@ -221,6 +236,7 @@ def speed(
         shapes = [parse_shape(s) for s in chosen]
         if warmup < 0 or repeats < 1:
             raise ValueError(f"--warmup must be >= 0 and --repeats >= 1, got {warmup} and {repeats}")
+        chosen_precision = resolve_precision(precision.value, device.value)
     except ValueError as err:
         raise fail(str(err)) from None
     store = ResultsStore(out)
@@ -231,7 +247,7 @@ def speed(
             console.print(f"{row['cell']} {row['shape']}: {row['status']}: {row['error']}", highlight=False)
             return
         if row["shape"] not in tables:
-            table = tables[row["shape"]] = Table(title=f"{row['shape']} on {row['device']}", box=box.SIMPLE_HEAD,
+            table = tables[row["shape"]] = Table(title=f"{row['shape']} on {row['device']}, precision {row['precision']}", box=box.SIMPLE_HEAD,
                                                  padding=(0, 1), collapse_padding=True, pad_edge=False)
             table.add_column("cell", no_wrap=True)
             for column in ("fwd ms", "fwd+bwd ms", "vs fused", "floor ms", "tok/s", "GFLOP/s", "first call s",
@@ -244,7 +260,7 @@ def speed(
             f"{row['flops_per_s'] / 1e9:.1f}",
             f"{row['first_call_s']:.2f}", f"{row['memory_bytes'] / 2**20:.2f}")
 
-    console.print(f"measuring {len(names)} cells x {len(shapes)} shapes on {device.value} "
+    console.print(f"measuring {len(names)} cells x {len(shapes)} shapes on {device.value} at precision {chosen_precision} "
                   f"({', '.join(s.describe() for s in shapes)})", highlight=False)
     def starting(name, shape):
         compiled = " (the first call compiles: seconds to minutes)" if CELLS.get(name).compiled else ""
@@ -254,7 +270,8 @@ def speed(
         console.print(f"  timing {', '.join(names)} at {shape.name} in turn: {warmup} warm-up calls each, then "
                       f"{repeats} rounds of forward and {repeats} of forward+backward ...", highlight=False)
 
-    rows = run_speed(names, shapes, device.value, store, warmup, repeats, report, starting, timing)
+    rows = run_speed(names, shapes, device.value, store, warmup, repeats, report, starting=starting, timing=timing,
+                     precision=chosen_precision)
     for table in tables.values():
         console.print(table)
     ok = [r for r in rows if r["status"] == "ok"]

@@ -58,14 +58,21 @@ class SavedTensorBytes:
 
 
 class Measure(L.Callback):
-    """Times every training step (device synchronised) and measures memory once."""
+    """Times every training step and measures memory once.
+
+    On CPU a step's time is the host clock around it (the work is done when the step returns). On
+    CUDA the work is queued, so a host clock would need a synchronisation on both sides of every
+    step, stalling the queue that keeps the GPU busy; instead a CUDA event is recorded before and
+    after each step, and the elapsed times are read once per epoch. Either way `step_seconds` holds
+    one duration per step: the median and IQR are of steps, not of windows.
+    """
 
     def __init__(self, monitor: str = "", mode: str = "max", clock=time.perf_counter):
         self.clock = clock
         self.monitor, self.mode = monitor, mode
         self.best_val: float | None = None
         self.step_seconds: list[float] = []
-        self.tokens: list[int] = []  # tokens per training step, for tasks that count tokens
+        self.tokens: list[int | torch.Tensor] = []  # tokens per training step, for tasks that count tokens
         self.samples_per_step = 0
         self.fit_seconds = 0.0
         self.memory: dict[str, float] = {}
@@ -75,10 +82,18 @@ class Measure(L.Callback):
         self.curve: list[tuple[float, float, float, float]] = []
         self._loss_sum: torch.Tensor | float = 0.0
         self._loss_steps = 0
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []  # CUDA: (start, end) per step
 
-    def _sync(self, trainer):
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize(trainer.strategy.root_device)
+    @staticmethod
+    def _on_cuda(trainer) -> bool:
+        return trainer.strategy.root_device.type == "cuda"
+
+    def _read_events(self) -> None:
+        """Move the recorded steps' CUDA event times into `step_seconds` (waits for the last one)."""
+        if self._events:
+            self._events[-1][1].synchronize()
+            self.step_seconds.extend(start.elapsed_time(end) / 1e3 for start, end in self._events)
+            self._events = []
 
     def on_fit_start(self, trainer, pl_module):
         if trainer.strategy.root_device.type == "cuda":
@@ -86,14 +101,19 @@ class Measure(L.Callback):
         self._fit_start = self.clock()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.strategy.root_device.type != "cuda" and trainer.global_step == MEMORY_STEP and self._saved is None:
+        if not self._on_cuda(trainer) and trainer.global_step == MEMORY_STEP and self._saved is None:
             self._saved = SavedTensorBytes(list(pl_module.parameters())).__enter__()
-        self._sync(trainer)
-        self._step_start = self.clock()
+        if self._on_cuda(trainer):
+            self._events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self._events[-1][0].record()
+        else:
+            self._step_start = self.clock()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._sync(trainer)
-        self.step_seconds.append(self.clock() - self._step_start)
+        if self._on_cuda(trainer):
+            self._events[-1][1].record()
+        else:
+            self.step_seconds.append(self.clock() - self._step_start)
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
             self._loss_sum = self._loss_sum + loss.detach()
@@ -106,7 +126,10 @@ class Measure(L.Callback):
             self._saved.__exit__(None, None, None)
             self.memory["saved_bytes"] = self._saved.nbytes
 
-    def on_validation_epoch_end(self, trainer, pl_module):
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._read_events()
+
+    def on_validation_end(self, trainer, pl_module):  # after the module logged the epoch's metrics
         value = trainer.callback_metrics.get(self.monitor)
         if value is not None and not trainer.sanity_checking:
             value = float(value)
@@ -117,6 +140,9 @@ class Measure(L.Callback):
             self._loss_sum, self._loss_steps = 0.0, 0
 
     def on_fit_end(self, trainer, pl_module):
+        self._read_events()
+        if self._on_cuda(trainer):
+            torch.cuda.synchronize(trainer.strategy.root_device)
         self.fit_seconds = self.clock() - self._fit_start
         params = sum(p.numel() * p.element_size() for p in pl_module.parameters())
         optimizer = sum(
@@ -140,7 +166,8 @@ class Measure(L.Callback):
     def tokens_per_second(self) -> float:
         """Tokens over time of the timed steps (batches differ in tokens, so not from the median)."""
         start = WARMUP_STEPS if len(self.step_seconds) > WARMUP_STEPS else 0
-        return sum(self.tokens[start:]) / sum(self.step_seconds[start:])
+        tokens = sum(int(t) for t in self.tokens[start:])  # device tensors: read once, at the end
+        return tokens / sum(self.step_seconds[start:])
 
     def summary(self) -> dict[str, float]:
         timed = self.step_seconds[WARMUP_STEPS:] or self.step_seconds

@@ -4,43 +4,84 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+import torchmetrics
 from torch import nn
 
+from bench.precision import set_backend_precision
 from tasks.base import Budget, Task, optimizer_and_schedule
+
+# A NaN or infinite training loss fails the run. Reading the loss on the host is a device
+# synchronisation, which on a GPU stalls the queue of launched work; so the losses are summed on
+# the device and the sum is read every this many steps and at each epoch's end.
+FINITE_CHECK_EVERY = 50
 
 
 class BenchModule(L.LightningModule):
-    def __init__(self, network: nn.Module, task: Task, budget: Budget, config: dict | None = None):
+    def __init__(self, network: nn.Module, task: Task, budget: Budget, config: dict | None = None,
+                 precision: str = "32"):
         super().__init__()
-        self.network, self.task, self.budget = network, task, budget
+        self.network, self.task, self.budget, self.precision = network, task, budget, precision
         self.save_hyperparameters(config or {})
         # one metric collection per stage (torchmetrics keeps their states apart and syncs them under DDP)
         self.val_metrics = task.metrics().clone(prefix="val/")
         self.test_metrics = task.metrics().clone(prefix="test/")
+        # the loss (a mean over samples) and the samples seen, per stage: summed on the device and
+        # synchronised across DDP processes by torchmetrics when computed, once per epoch
+        self.val_loss = torchmetrics.MeanMetric()
+
+    def setup(self, stage: str) -> None:
+        # in every process of the run (ddp_spawn starts fresh ones): the backends' FP32 mode
+        set_backend_precision(self.precision)
 
     def forward(self, *args):
         return self.network(*args)
 
     def training_step(self, batch, batch_idx):
         loss = self.task.training_loss(self.network, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True, batch_size=self.task.samples_in(batch))
+        self._loss_window = loss.detach() if self._window_start is None else self._loss_window + loss.detach()
+        if self._window_start is None:
+            self._window_start = self.global_step
+        self._window_end = self.global_step
+        if self._window_end + 1 - self._window_start >= FINITE_CHECK_EVERY:
+            self._check_finite()
+        # logged on the steps the logger writes (Lightning's `log_every_n_steps`): each `self.log`
+        # costs host time, and a value logged every step would only be overwritten
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss", loss, prog_bar=True, batch_size=self.task.samples_in(batch))
         return loss
 
-    def _evaluate(self, batch, metrics, stage):
-        loss = self.task.evaluate(self.network, batch, metrics, stage, self.trainer.datamodule)
-        size = self.task.samples_in(batch)
-        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=size)
-        self.log_dict(metrics, prog_bar=stage == "val", batch_size=size)
-        if stage == "test":  # how many samples the test metrics cover (the smoke budget tests on a few)
-            self.log("test/samples", float(size), reduce_fx="sum", sync_dist=True, batch_size=size)
+    _window_start: int | None = None  # first step whose loss is in the unchecked sum
 
+    def _check_finite(self) -> None:
+        if self._window_start is not None and not torch.isfinite(self._loss_window):
+            raise FloatingPointError(
+                f"training loss is not finite (nan or inf) in steps {self._window_start + 1}-{self._window_end + 1}")
+        self._window_start = None
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
+
+    # Validation, inside every fit, updates the metrics per batch and logs them once per epoch: a
+    # `self.log` of every metric on every batch cost more host time than a small model's
+    # validation forward pass. The test, once per run, logs per batch.
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, self.val_metrics, "val")
+        loss = self.task.evaluate(self.network, batch, self.val_metrics, "val", self.trainer.datamodule)
+        self.val_loss.update(loss, self.task.samples_in(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        # torchmetrics synchronises the states across DDP processes in compute()
+        self.log_dict({**self.val_metrics.compute(), "val/loss": self.val_loss.compute()}, prog_bar=True)
+        self.val_metrics.reset()
+        self.val_loss.reset()
 
     def test_step(self, batch, batch_idx):
-        self._evaluate(batch, self.test_metrics, "test")
+        metrics = self.test_metrics
+        loss = self.task.evaluate(self.network, batch, metrics, "test", self.trainer.datamodule)
+        size = self.task.samples_in(batch)
+        self.log("test/loss", loss, sync_dist=True, batch_size=size)
+        self.log_dict(metrics, batch_size=size)
+        # how many samples the test metrics cover (the smoke budget tests on a few)
+        self.log("test/samples", float(size), reduce_fx="sum", sync_dist=True, batch_size=size)
 
     def configure_optimizers(self):
         steps = int(self.trainer.estimated_stepping_batches)

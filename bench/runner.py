@@ -18,6 +18,7 @@ from bench.environment import device_name, environment, git_revision
 from bench.quiet import quiet_libraries
 from bench.measure import CURVE_KEY, MEMORY_KIND, Measure, curve_rows
 from bench.module import BenchModule
+from bench.precision import lightning_precision, resolve_precision
 from bench.store import ResultsStore, configuration_id, content_hash
 from cells import CELLS
 from tasks import BUDGETS, TASKS, ModelConfig
@@ -40,6 +41,7 @@ class RunConfig:
     dropout: float = 0.0  # between stacked layers
     devices: int = 1  # > 1: one run trained with DDP over that many devices
     accelerator: str = "auto"  # auto: cuda when available, else cpu
+    precision: str = "auto"  # auto | 32 | tf32 | bf16-mixed | 16-mixed (bench.precision); auto: 32 on CPU, tf32 on CUDA
     task_options: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, see the task's `options`
 
     def __post_init__(self):
@@ -61,6 +63,7 @@ class RunConfig:
             raise ValueError(f"dropout={self.dropout} acts between layers, so it needs num_layers > 1 (--layers)")
         if self.resolved_accelerator() == "cuda" and not torch.cuda.is_available():
             raise ValueError("accelerator 'cuda' was asked for but torch sees no CUDA device")
+        self.resolved_precision()
 
     def task_spec(self):
         """The registered task with this run's options set."""
@@ -70,6 +73,9 @@ class RunConfig:
         if self.accelerator == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.accelerator
+
+    def resolved_precision(self) -> str:
+        return resolve_precision(self.precision, self.resolved_accelerator())
 
     @property
     def resolved_hidden_size(self) -> int:
@@ -83,6 +89,8 @@ class RunConfig:
             "budget": self.budget, "num_layers": self.num_layers, "hidden_size": self.resolved_hidden_size,
             "bidirectional": self.bidirectional, "dropout": self.dropout, "devices": self.devices,
             "accelerator": self.resolved_accelerator(),
+            # 32, the only precision before the option existed, stays out of the hash: stored runs keep their ids
+            **({"precision": self.resolved_precision()} if self.resolved_precision() != "32" else {}),
         }
 
     @property
@@ -93,7 +101,8 @@ class RunConfig:
     def label(self) -> str:
         model = f"{self.num_layers}x{self.resolved_hidden_size}" + ("-bi" if self.bidirectional else "")
         options = "".join(f" {k}={v}" for k, v in self.task_options)
-        return f"{self.task}{options} {self.cell} {model} seed={self.seed} budget={self.budget}"
+        precision = "" if self.resolved_precision() == "32" else f" precision={self.resolved_precision()}"
+        return f"{self.task}{options} {self.cell} {model} seed={self.seed} budget={self.budget}{precision}"
 
 
 def expand(tasks: Iterable[str], cells: Iterable[str], seeds: Iterable[int], **common: Any) -> list[RunConfig]:
@@ -128,6 +137,7 @@ def _base_record(config: RunConfig) -> dict[str, Any]:
         "run_id": config.run_id, "task": config.task, "task_version": task.version, "cell": config.cell,
         "seed": config.seed, "budget": config.budget, "num_layers": config.num_layers,
         "hidden_size": identity["hidden_size"], "bidirectional": int(config.bidirectional), "devices": config.devices,
+        "precision": config.resolved_precision(),
         "metric_name": task.primary_metric, "higher_is_better": int(task.higher_is_better),
         "device": device_name(config.resolved_accelerator()), "environment": environment(config.resolved_accelerator()),
         "git_revision": git_revision(),
@@ -179,7 +189,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
     datamodule.prepare_data()  # here, before the network: a task may size its network by the data
     model = ModelConfig(config.cell, config.resolved_hidden_size, config.num_layers, config.bidirectional, config.dropout)
     network = initialise_cells(task.network(model, datamodule, config.budget), budget)
-    module = BenchModule(network, task, budget, config=record["config"])
+    module = BenchModule(network, task, budget, config=record["config"], precision=record["precision"])
 
     monitor = f"val/{task.primary_metric}"
     mode = "max" if task.higher_is_better else "min"
@@ -199,6 +209,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         )
     trainer = L.Trainer(
         accelerator=config.resolved_accelerator(), devices=config.devices,
+        precision=lightning_precision(record["precision"]),
         strategy="ddp_spawn" if config.devices > 1 else "auto",
         max_epochs=budget.max_epochs,
         limit_train_batches=budget.train_batches, limit_val_batches=budget.val_batches,
@@ -246,7 +257,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         saved_bytes=int(measured["saved_bytes"]) if "saved_bytes" in measured else None,
         params_bytes=int(measured["params_bytes"]), optimizer_bytes=int(measured["optimizer_bytes"]),
         parameters=sum(p.numel() for p in network.parameters() if p.requires_grad),
-        epochs=int(measured["epochs"]), steps=int(measured["steps"]), curve=curve,
+        epochs=int(measured["epochs"]), steps=int(measured["steps"]), curve=curve, device_share=_device_share,
         state_gradients=None if initial_gradients is None else {
             "init": initial_gradients["norms"], "trained": trained_gradients["norms"],
             "samples": initial_gradients["samples"], "of": "the top layer's forward direction"},
@@ -275,12 +286,26 @@ def _run_and_store_packed(args: tuple) -> tuple[RunConfig, dict[str, Any]]:
     return args[0], run_and_store(*args)
 
 
-def _worker_init(slots, accelerator: str, threads: int) -> None:
-    """A worker of `--parallel`: one device (CUDA) or an equal share of the CPU threads."""
+# how many workers of `--parallel` share this process's device (1: the run has it alone); stored
+# on each row as `device_share`, so that its timings say they were taken on a shared device
+_device_share = 1
+
+
+def device_slots(parallel: int, gpus: int) -> tuple[list[int], dict[int, int]]:
+    """The GPU of each of `parallel` workers, round-robin, and how many workers each GPU holds."""
+    slots = [worker % gpus for worker in range(parallel)]
+    return slots, {gpu: slots.count(gpu) for gpu in sorted(set(slots))}
+
+
+def _worker_init(slots, accelerator: str, threads: int, share: dict[int, int]) -> None:
+    """A worker of `--parallel`: a GPU (perhaps shared with other workers) or an equal share of the
+    CPU threads."""
+    global _device_share
     quiet_libraries()
     slot = slots.get()
     if accelerator == "cuda":
         torch.cuda.set_device(slot)
+    _device_share = share[slot]
     torch.set_num_threads(threads)
 
 
@@ -307,14 +332,16 @@ def run_matrix(
         import multiprocessing
 
         accelerator = pending[0].resolved_accelerator()
-        if accelerator == "cuda" and parallel > torch.cuda.device_count():
-            raise ValueError(f"--parallel {parallel} needs as many GPUs; torch sees {torch.cuda.device_count()}")
+        if accelerator == "cuda":
+            places, share = device_slots(parallel, torch.cuda.device_count())
+        else:  # every worker shares the one CPU
+            places, share = list(range(parallel)), {slot: parallel for slot in range(parallel)}
         context = multiprocessing.get_context("spawn")
         slots = context.Queue()
-        for slot in range(parallel):
+        for slot in places:
             slots.put(slot)
         threads = max(1, torch.get_num_threads() // parallel)
-        with context.Pool(parallel, initializer=_worker_init, initargs=(slots, accelerator, threads)) as pool:
+        with context.Pool(parallel, initializer=_worker_init, initargs=(slots, accelerator, threads, share)) as pool:
             for config in pending:
                 report("start", config, None)
             args = [(c, out, data_dir, use_wandb, False, download) for c in pending]

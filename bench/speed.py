@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from bench.measure import SavedTensorBytes
+from bench.precision import autocast, matmul_dtype, set_backend_precision
 from cells import CELLS, build_cell
 
 
@@ -157,13 +158,14 @@ def median_iqr(samples: list[float]) -> tuple[float, float]:
 
 
 def peak_matmul_flops(device: torch.device, timer: Timer, size: int | None = None, repeats: int = 10,
-                      warmup_s: float = 0.5) -> float:
-    """FLOP/s of a large float32 matmul on `device`, the peak the achieved figures are set against:
-    the fastest of `repeats` calls after at least `warmup_s` seconds of warm-up (thread pools,
-    page faults and clock ramp-up make the first calls of a process slow)."""
+                      warmup_s: float = 0.5, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a large matmul on `device` in `dtype` (under the backends' FP32 mode: TF32 or not),
+    the peak the achieved figures are set against: the fastest of `repeats` calls after at least
+    `warmup_s` seconds of warm-up (thread pools, page faults and clock ramp-up make the first calls
+    of a process slow)."""
     size = size or (8192 if device.type == "cuda" else 1024)
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     first = timer.once(lambda: a @ b)  # the first of the warm-up calls
     warmup = max(1, math.ceil(warmup_s / first) - 1) if first > 0 else 1
     seconds = min(timer(lambda: a @ b, warmup=min(warmup, 1000), repeats=repeats))
@@ -178,7 +180,7 @@ class MatmulFloor:
     the first layer, one matmul each. A floor for any cell built from torch's matmuls; a fused
     kernel may still beat it with faster small-matrix kernels."""
 
-    def __init__(self, architecture: str, shape: Shape, device: torch.device):
+    def __init__(self, architecture: str, shape: Shape, device: torch.device, dtype: torch.dtype = torch.float32):
         self.name = f"matmul floor ({architecture})"
         h, g = shape.hidden_size, GATES[architecture] * shape.hidden_size
         rows = shape.batch * shape.steps
@@ -186,7 +188,7 @@ class MatmulFloor:
         self.layers = []  # one dict of buffers per layer and direction
 
         def new(*size):
-            return torch.randn(*size, device=device)
+            return torch.randn(*size, device=device, dtype=dtype)  # the precision's matmul dtype: what autocast runs
 
         for layer in range(shape.layers):
             inputs = shape.input_size if layer == 0 else shape.directions * h
@@ -218,8 +220,8 @@ class MatmulFloor:
 class Subject:
     """One cell built for one shape, with its input and the two functions that are timed."""
 
-    def __init__(self, name: str, shape: Shape, device: torch.device, timer: Timer):
-        self.name, self.shape, self.device = name, shape, device
+    def __init__(self, name: str, shape: Shape, device: torch.device, timer: Timer, precision: str = "32"):
+        self.name, self.shape, self.device, self.precision = name, shape, device, precision
         self.spec = CELLS.get(name)
         torch.manual_seed(0)
         self.cell = build_cell(name, shape.input_size, shape.hidden_size, shape.layers,
@@ -230,12 +232,13 @@ class Subject:
         self.forward()
 
     def forward(self) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.precision, self.device.type):
             self.cell(self.x)
 
     def forward_backward(self) -> None:
-        output, _ = self.cell(self.x)
-        output.sum().backward()
+        with autocast(self.precision, self.device.type):
+            output, _ = self.cell(self.x)
+        output.float().sum().backward()
         for p in self.params:
             p.grad = None
 
@@ -244,9 +247,9 @@ class Subject:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.forward_backward()
             return torch.cuda.max_memory_allocated(self.device), "cuda allocator peak"
-        with SavedTensorBytes(self.params) as saved:
+        with SavedTensorBytes(self.params) as saved, autocast(self.precision, self.device.type):
             output, _ = self.cell(self.x)
-        output.sum().backward()
+        output.float().sum().backward()
         return saved.nbytes, "cpu: bytes saved for backward"
 
     def row(self, forward: list[float], forward_backward: list[float], warmup: int, repeats: int,
@@ -273,7 +276,7 @@ MAX_COMPILED_STEPS = 100  # compiling a longer unrolled loop takes many minutes
 
 
 def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup: int = 5, repeats: int = 100,
-              report: Callable[[dict], None] = lambda row: None,
+              report: Callable[[dict], None] = lambda row: None, precision: str = "32",
               starting: Callable[[str, Shape], None] = lambda name, shape: None,
               timing: Callable[[list[str], Shape], None] = lambda names, shape: None) -> list[dict]:
     """Measure every cell (and the fused twin of each, for the ratio) at every shape; store the rows."""
@@ -284,7 +287,7 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
 
     session = uuid.uuid4().hex[:12]
     names = list(dict.fromkeys(cells + [CELLS.get(c).twin for c in cells if CELLS.get(c).twin]))
-    common = {"session": session, "git_revision": git_revision(),
+    common = {"session": session, "git_revision": git_revision(), "precision": precision,
               "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     rows = []
 
@@ -301,8 +304,9 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
                         "error": "no CUDA device: torch.cuda.is_available() is False"})
         return rows
     torch_device = torch.device(device)
+    set_backend_precision(precision)  # one setting for every cell, the floors and the peak
     timer = Timer(torch_device)
-    peak = peak_matmul_flops(torch_device, timer)
+    peak = peak_matmul_flops(torch_device, timer, dtype=matmul_dtype(precision))
     env = environment(device)
     for shape in shapes:
         subjects = []
@@ -315,10 +319,11 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
                 continue
             starting(name, shape)
             try:
-                subjects.append(Subject(name, shape, torch_device, timer))
+                subjects.append(Subject(name, shape, torch_device, timer, precision))
             except Exception as err:  # noqa: BLE001 - recorded, and the other cells go on
                 finish({**base, "status": "failed", "error": f"{type(err).__name__}: {err}"})
-        floors = {s.spec.architecture: MatmulFloor(s.spec.architecture, shape, torch_device) for s in subjects}
+        floors = {s.spec.architecture: MatmulFloor(s.spec.architecture, shape, torch_device, matmul_dtype(precision))
+                  for s in subjects}
         timed = subjects + list(floors.values())
         timing([s.name for s in timed], shape)
         # every cell of the shape (and the matmul floors) in turn, round by round: the ratios to

@@ -49,6 +49,7 @@ COLUMNS = {
     "hidden_size": "INTEGER",
     "bidirectional": "INTEGER",
     "devices": "INTEGER",
+    "precision": "TEXT",  # 32 | tf32 | bf16-mixed | 16-mixed (bench.precision); NULL: stored before the option
     "status": "TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'skipped'))",
     "error": "TEXT",
     "metric_name": "TEXT",
@@ -71,6 +72,7 @@ COLUMNS = {
     "epochs": "INTEGER",
     "steps": "INTEGER",
     "device": "TEXT",
+    "device_share": "INTEGER",  # runs of `--parallel` sharing the device while this one ran (1: alone)
     "environment": "TEXT",
     "git_revision": "TEXT",
     "config": "TEXT",
@@ -96,6 +98,7 @@ SPEED_COLUMNS = {  # table `speed`: one row per cell and shape measured by `rnnb
     "shape_layers": "INTEGER",
     "shape_directions": "INTEGER",
     "device": "TEXT",
+    "precision": "TEXT",  # of every cell, the floor and the peak matmul of the command (bench.precision)
     "forward_ms": "REAL",
     "forward_ms_iqr": "REAL",
     "forward_backward_ms": "REAL",

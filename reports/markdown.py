@@ -110,7 +110,7 @@ def configuration_labels(configs: dict[str, list[dict]]) -> dict[str, str]:
         alike = [other for other, k in base.items() if k == key]
         keys = sorted({k for other in alike for k in flat[other]})
         differ = [k for k in keys if len({flat[other].get(k) for other in alike}) > 1 and k in flat[cid]
-                  and k != "task_config.version"]  # the same as task_version
+                  and k not in ("task_config.version", "precision")]  # the same as task_version; its own column
         if any(k.startswith("task_config.options.") or k == "task_version" for k in differ):  # implied by them
             differ = [k for k in differ if k.startswith("task_config.options.") or not k.startswith("task_config.")]
         labels[cid] = " ".join([f"{key[1]} {key[2]}", *(_distinction(k, flat[cid][k]) for k in differ)])
@@ -145,6 +145,7 @@ def leaderboard(rows: list[dict[str, Any]], targets: dict[str, float] | None = N
             target = (targets or {}).get(task)
             body.append({
                 "configuration_id": cid, "cell": runs[0]["cell"], "model": _model(runs[0]), "budget": runs[0]["budget"],
+                "precision": runs[0].get("precision") or "-",  # NULL: stored before the option (CPU: 32)
                 "label": labels[cid], "metric_name": name, "values": values,
                 "metric": mean_ci(values), "std": mean_std(values)[1], "n": len(runs),
                 "others": {k: mean_std([r["metrics"][k] * _scale(k) for r in runs if k in r["metrics"]]) for k in others},
@@ -156,6 +157,7 @@ def leaderboard(rows: list[dict[str, Any]], targets: dict[str, float] | None = N
                 "tokens_per_s": statistics.median(tokens) if tokens else None,
                 "peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs),
                 "parameters": runs[0]["parameters"],
+                "device_share": max(r.get("device_share") or 1 for r in runs),
                 "higher_is_better": bool(runs[0]["higher_is_better"]),
                 "target": target,
                 "to_target": None if target is None else [reached(r.get("curve"), target, bool(r["higher_is_better"]), scale)
@@ -209,6 +211,11 @@ def _to_target_text(e: dict[str, Any]) -> str:
     return f"{mean:.1f}" if count == len(e["to_target"]) else f"{mean:.1f} ({count} of {len(e['to_target'])} seeds)"
 
 
+def _shared(e: dict[str, Any]) -> str:
+    """A timing's note when `--parallel` put other runs on the same device."""
+    return f" (device shared by {e['device_share']})" if e["device_share"] > 1 else ""
+
+
 def task_table(entries: list[dict[str, Any]], baselines: list[dict[str, Any]] = ()) -> tuple[list[str], list[list[str]]]:
     """The header and rows of one task's table: the markdown report and W&B show the same.
     Baselines follow the ranked rows, marked, outside the ranking."""
@@ -216,25 +223,25 @@ def task_table(entries: list[dict[str, Any]], baselines: list[dict[str, Any]] = 
     others = sorted({k for e in entries for k in e["others"] if "@" not in k})
     with_tokens = any(e["tokens_per_s"] for e in entries)
     target = entries[0].get("target")
-    header = ["cell", "configuration", f"test {_label(name)}, mean ± 95 % CI", "p vs best (Welch)",
+    header = ["cell", "configuration", "precision", f"test {_label(name)}, mean ± 95 % CI", "p vs best (Welch)",
               f"best val {_label(name)}", *[f"test {_label(k)}" for k in others], "n", "test samples",
               *([f"s to val {target:g}"] if target is not None else []), "train s", "step ms", "samples/s",
               *(["tokens/s"] if with_tokens else []), "peak memory", "parameters"]
     body = []
     for e in entries:
         body.append([
-            e["cell"], e["label"], _metric_text(*e["metric"], e["n"]), _p_text(e, entries[0]),
+            e["cell"], e["label"], e["precision"], _metric_text(*e["metric"], e["n"]), _p_text(e, entries[0]),
             "-" if e["best_val_mean"] is None else _number(e["best_val_mean"]),
             *[_number(e["others"][k][0]) if k in e["others"] else "-" for k in others],
             str(e["n"]), str(e["test_samples"]), *([_to_target_text(e)] if target is not None else []),
-            f"{e['train_s']:.1f}", f"{e['step_ms']:.2f}",
+            f"{e['train_s']:.1f}" + _shared(e), f"{e['step_ms']:.2f}" + _shared(e),
             f"{e['samples_per_s']:.0f}", *([f"{e['tokens_per_s']:.0f}" if e["tokens_per_s"] else "-"] if with_tokens else []),
             _bytes(e["peak_memory_bytes"]), f"{e['parameters']:,}",
         ])
     for b in baselines:
         metrics = b["metrics"] or {}
         body.append([
-            f"baseline: {b['name']}", f"{b['budget']} {_options(b['task_options'])}".strip(),
+            f"baseline: {b['name']}", f"{b['budget']} {_options(b['task_options'])}".strip(), "-",
             _number(b["metric_value"] * _scale(name)), "-", "-",
             *[_number(metrics[k] * _scale(k)) if k in metrics else "-" for k in others],
             "-", str(b["test_samples"]), *["-"] * (5 + with_tokens + (target is not None)),
@@ -300,14 +307,15 @@ def _examples(entries: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def latest_speed(speed_rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """The newest measurement of each (device, shape, cell), grouped by (device, shape)."""
-    newest: dict[tuple[str, str, str], dict[str, Any]] = {}
+def latest_speed(speed_rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """The newest measurement of each (device, shape, precision, cell), grouped by (device, shape,
+    precision): timings at different precisions never share a table."""
+    newest: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for row in speed_rows:  # stored oldest first
-        newest[(row["device"] or "-", row["shape"], row["cell"])] = row
-    out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for (device, shape, _), row in sorted(newest.items()):
-        out[(device, shape)].append(row)
+        newest[(row["device"] or "-", row["shape"], row.get("precision") or "-", row["cell"])] = row
+    out: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for (device, shape, precision, _), row in sorted(newest.items()):
+        out[(device, shape, precision)].append(row)
     return out
 
 
@@ -322,12 +330,12 @@ def render_speed(speed_rows: list[dict[str, Any]]) -> list[str]:
            "GFLOP/s counts matmul FLOPs only (backward = twice the forward's, less the gradients nobody asked "
            "for), set against a large matmul measured in the same command; first call = one-time set-up such "
            "as compilation.", ""]
-    for (device, shape), rows in latest_speed(speed_rows).items():
+    for (device, shape, precision), rows in latest_speed(speed_rows).items():
         ok = [r for r in rows if r["status"] == "ok"]
         first = ok[0] if ok else rows[0]
         dims = (f"B={first['shape_batch']} T={first['shape_steps']} I={first['shape_input_size']} "
                 f"H={first['shape_hidden_size']} L={first['shape_layers']} D={first['shape_directions']}") if ok else ""
-        out += [f"### {shape} on {device}" + (f" ({dims})" if dims else ""), ""]
+        out += [f"### {shape} on {device}, precision {precision}" + (f" ({dims})" if dims else ""), ""]
         body = []
         for r in sorted(ok, key=lambda r: (r["architecture"], r["twin"] is not None, r["cell"])):
             body.append([r["cell"], f"{r['forward_ms']:.2f} ± {r['forward_ms_iqr']:.2f}",
@@ -385,7 +393,8 @@ def render(rows: list[dict[str, Any]], plots: dict[str, list[tuple[str, str]]] |
         "Welch t-test of the seeds against the best configuration's, `(n.s.)` where p >= 0.05, untestable with "
         "fewer than two seeds on a side; other test metrics as means over the seeds; best validation value; "
         "s to val X: training seconds until validation first reached X (mean over the seeds that did); training "
-        "wall time (fit, with validation); median training step time; training samples (and tokens) per second; "
+        "wall time (fit, with validation); median training step time (both marked where `--parallel` ran several "
+        "runs on one device at once); training samples (and tokens) per second; "
         "peak memory, which measures: " + "; ".join(memory_kinds) + "; trainable parameters.",
         "",
     ]

@@ -18,14 +18,13 @@ construction; each is a function of (seed, length, count) alone.
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 import torchmetrics
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from cells import build_cell
 from tasks.base import Baseline, Budget, ModelConfig, Option, Task, last_state_features, positive_int, register_task
+from tasks.data import TensorBatches, TensorDataModule
 
 SPLIT_SEEDS = {"train": 1997, "val": 1998, "test": 1999}
 CONSTANT_BASELINE = 1.0  # the expected sum of two U(0, 1) values
@@ -48,8 +47,10 @@ def adding_sequences(count: int, length: int, seed: int) -> tuple[Tensor, Tensor
     return torch.stack([values, markers], dim=-1), target  # (N, T, 2), (N,)
 
 
-class AddingData(L.LightningDataModule):
+class AddingData(TensorDataModule):
     """Three splits generated in memory from their seeds; nothing is read or downloaded."""
+
+    eval_batch_factor = 4
 
     def __init__(self, batch_size: int, sizes: dict[str, int], length: int):
         super().__init__()
@@ -58,17 +59,8 @@ class AddingData(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not hasattr(self, "test_set"):
             self.train_set, self.val_set, self.test_set = (
-                TensorDataset(*adding_sequences(self.sizes[s], self.length, SPLIT_SEEDS[s])) for s in ("train", "val", "test")
+                TensorBatches(*adding_sequences(self.sizes[s], self.length, SPLIT_SEEDS[s])) for s in ("train", "val", "test")
             )
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=4 * self.batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=4 * self.batch_size)
 
 
 class SequenceRegressor(nn.Module):

@@ -157,8 +157,9 @@ class Task:
     def samples_in(self, batch: Any) -> int:
         return len(batch[-1])
 
-    def tokens_in(self, batch: Any) -> int | None:
-        """Tokens in a training batch, for tasks where tokens/s means something."""
+    def tokens_in(self, batch: Any) -> int | Tensor | None:
+        """Tokens in a training batch, for tasks where tokens/s means something (a tensor on the
+        batch's device is read only at the fit's end: no synchronisation per step)."""
         return None
 
     def artifacts(self, network: nn.Module, datamodule: L.LightningDataModule, out: Path) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 import torchmetrics
 from torch import Tensor, nn
-from torch.utils.data import TensorDataset
 
 from cells import build_cell
 from tasks.base import Baseline, Budget, ModelConfig, Task, last_state_features, register_task
+from tasks.data import TensorBatches
 from tasks.mnist_data import MNISTDataModule
 
 SIDE = 28
@@ -70,12 +70,12 @@ class MNISTScanData(MNISTDataModule):
         return pixels[:, self.order].view(len(images), self.steps, PIXELS // self.steps)  # (N, T, F)
 
     def build(self, mnist):
-        train = TensorDataset(self.scan(mnist["train_images"]), mnist["train_labels"].long())
+        train = TensorBatches(self.scan(mnist["train_images"]), mnist["train_labels"].long())
         generator = torch.Generator().manual_seed(SPLIT_SEED)
         train_set, val_set = torch.utils.data.random_split(
             train, [len(train) - VALIDATION_SIZE, VALIDATION_SIZE], generator=generator
         )
-        return train_set, val_set, TensorDataset(self.scan(mnist["test_images"]), mnist["test_labels"].long())
+        return train_set, val_set, TensorBatches(self.scan(mnist["test_images"]), mnist["test_labels"].long())
 
 
 class SequenceClassifier(nn.Module):
@@ -126,7 +126,7 @@ class MNISTScanTask(Task):
         return torchmetrics.MetricCollection({"accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=10)})
 
     def baselines(self, datamodule):
-        train = datamodule.train_set  # a Subset of the training TensorDataset
+        train = datamodule.train_set  # a Subset of the training TensorBatches
         labels = train.dataset.tensors[1][torch.as_tensor(train.indices)]
         majority = int(torch.bincount(labels, minlength=10).argmax())
         return [Baseline("majority class", f"always the training split's most frequent digit ({majority})",

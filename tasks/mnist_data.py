@@ -13,9 +13,10 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from tasks.data import DataError, TensorDataModule, data_dir_from
 
 FILES = {  # uncompressed name -> md5 of the uncompressed bytes
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -28,22 +29,6 @@ MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )
-DEFAULT_DATA_DIR = Path.home() / ".cache" / "rnnbench" / "data"
-
-
-class DataError(RuntimeError):
-    """A data file is missing, truncated or corrupt; the message says which and what to do."""
-
-
-def data_dir_from(data_dir: str | Path | None) -> Path:
-    """--data-dir, else $RNNBENCH_DATA, else ~/.cache/rnnbench/data."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser()
-    if os.environ.get("RNNBENCH_DATA"):
-        return Path(os.environ["RNNBENCH_DATA"]).expanduser()
-    return DEFAULT_DATA_DIR
-
-
 def _read(path: Path) -> bytes:
     try:
         return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
@@ -124,11 +109,9 @@ def load_mnist(
     return out
 
 
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(TensorDataModule):
     """Data made from MNIST: `prepare_data` fetches and checks the files once, `setup` loads them
     and calls `build` for the three splits; the loaders serve them."""
-
-    eval_batch_factor = 1  # evaluation needs no gradients, so it may take larger batches
 
     def __init__(self, data_dir: str | Path | None, batch_size: int, download: bool = True):
         super().__init__()
@@ -144,12 +127,3 @@ class MNISTDataModule(L.LightningDataModule):
 
     def build(self, mnist: dict[str, torch.Tensor]) -> tuple[Dataset, Dataset, Dataset]:
         raise NotImplementedError
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.eval_batch_factor * self.batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=self.eval_batch_factor * self.batch_size)

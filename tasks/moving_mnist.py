@@ -31,10 +31,10 @@ import numpy as np
 import torch
 import torchmetrics
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from cells import build_cell
 from tasks.base import Baseline, Budget, ModelConfig, Option, StateBridge, Task, positive_int, register_task
+from tasks.data import GeneratedBatches
 from tasks.mnist_data import MNISTDataModule
 
 SIZE = 64
@@ -74,7 +74,7 @@ def make_sequence(
     return torch.from_numpy(frames), np.stack(tracks, 1)  # (T, 64, 64), (T, digits, 2)
 
 
-class MovingMNIST(Dataset):
+class MovingMNIST(GeneratedBatches):
     """`count` sequences made from `digits`; item i depends only on (seed, i)."""
 
     def __init__(self, digits: Tensor, count: int, seed: int, frame_step: int):
@@ -86,9 +86,13 @@ class MovingMNIST(Dataset):
     def sequence(self, index: int) -> tuple[Tensor, np.ndarray]:
         return make_sequence(self.digits, np.random.default_rng([self.seed, index]), self.frame_step)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        frames = self.sequence(index)[0]
-        return frames[:INPUT_FRAMES], frames[INPUT_FRAMES:]  # (10, 64, 64) each
+    def generate(self, index: int) -> tuple[Tensor]:
+        # exactly: every pixel is a digit's uint8 value / 255 (or 0)
+        return (torch.round(self.sequence(index)[0] * 255).to(torch.uint8),)  # (20, 64, 64)
+
+    def decode(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        frames = frames.float() / 255  # (B, 20, 64, 64)
+        return frames[:, :INPUT_FRAMES].contiguous(), frames[:, INPUT_FRAMES:].contiguous()  # (B, 10, 64, 64) each
 
 
 class MovingMNISTData(MNISTDataModule):

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torchmetrics
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from cells import build_cell
 from tasks.base import Baseline, Budget, ModelConfig, Task, register_task
+from tasks.data import GeneratedBatches
 from tasks.mnist_data import MNISTDataModule
 
 HEIGHT, WIDTH = 64, 84
@@ -61,7 +61,9 @@ def make_scene(images: Tensor, labels: Tensor, rng: np.random.Generator):
     return torch.from_numpy(image), torch.from_numpy(label), placed
 
 
-class Scenes(Dataset):
+class Scenes(GeneratedBatches):
+    """`count` scenes made from the digit pool; scene i depends only on (seed, i)."""
+
     def __init__(self, images: Tensor, labels: Tensor, count: int, seed: int):
         self.images, self.labels, self.count, self.seed = images, labels, count, seed
 
@@ -71,9 +73,13 @@ class Scenes(Dataset):
     def scene(self, index: int):
         return make_scene(self.images, self.labels, np.random.default_rng([self.seed, index]))
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def generate(self, index: int) -> tuple[Tensor, Tensor]:
         image, label, _ = self.scene(index)
-        return image[None], label  # (1, 64, 84), (64, 84)
+        # exactly: every pixel is a digit's uint8 value / 255, and 11 classes fit a byte
+        return torch.round(image * 255).to(torch.uint8), label.to(torch.uint8)  # (64, 84) each
+
+    def decode(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        return (images.float() / 255)[:, None], labels.long()  # (B, 1, 64, 84), (B, 64, 84)
 
 
 class ScenesData(MNISTDataModule):

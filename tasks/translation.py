@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from cells import build_cell
 from tasks.base import Baseline, Budget, ModelConfig, Option, StateBridge, Task, positive_int, register_task
-from tasks.mnist_data import DataError
+from tasks.data import DataError
 from tasks.translation_data import Corpus, find_ding, parse_ding, parse_tsv, split_pairs
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -481,7 +481,7 @@ class TranslationTask(Task):
         return len(batch["src"])
 
     def tokens_in(self, batch):
-        return int(batch["src_len"].sum()) + int((batch["tgt_out"] != PAD).sum())
+        return batch["src_len"].sum() + (batch["tgt_out"] != PAD).sum()  # a tensor: read at the fit's end
 
     def artifacts(self, network, datamodule, out):
         datamodule.setup("test")

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.mnist_data import DataError, data_dir_from
+from tasks.data import DataError, data_dir_from
 
 DING_NAMES = ("translation/ding-de-en.txt.gz", "translation/ding-de-en.txt")
 DING_SYSTEM_PATH = Path("/usr/share/trans/de-en")  # Debian/Ubuntu: apt-get install trans-de-en

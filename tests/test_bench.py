@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.runner import device_slots
 from bench.store import BASELINE_COLUMNS, COLUMNS, SPEED_COLUMNS, ResultsStore
 from cells import CELLS, register_cell
 from cells.lstm import LSTMFused
@@ -64,7 +65,7 @@ def test_matrix_stores_one_row_per_run_and_goes_on_after_failures(smoke_out):
         ("gru_fused", 0), ("gru_fused", 1), ("lstm_handwritten", 0), ("lstm_handwritten", 1)}
     for row in by_status["failed"]:
         assert row["cell"] == "nan_lstm_for_tests"
-        assert row["error"].startswith("FloatingPointError: training loss is nan")
+        assert row["error"].startswith("FloatingPointError: training loss is not finite (nan or inf) in steps 1-8")
         assert row["metric_value"] is None
     for row in by_status["ok"]:
         assert row["metric_name"] == "accuracy" and 0 <= row["metric_value"] <= 1
@@ -244,12 +245,13 @@ def test_wandb_offline_logs_runs_and_leaderboard(shared_data, tmp_path, monkeypa
     assert float(values["test/accuracy"]) == pytest.approx(row["metric_value"])
     assert "summary/step_ms_median" in values
     assert values["leaderboard/mnist-row/_type"] == '"table-file"'
-    assert tables["mnist-row"]["columns"][:4] == ["cell", "configuration", "test accuracy (%), mean ± 95 % CI",
-                                                  "p vs best (Welch)"]
+    assert tables["mnist-row"]["columns"][:5] == ["cell", "configuration", "precision",
+                                                  "test accuracy (%), mean ± 95 % CI", "p vs best (Welch)"]
     entry, baseline = tables["mnist-row"]["data"]  # the run, then the task's baseline, marked
-    assert entry[0] == "rnn_fused" and entry[2] == f"{100 * row['metric_value']:.2f} (n = 1: no interval)"
+    assert entry[0] == "rnn_fused" and entry[2] == "32" and row["precision"] == "32"
+    assert entry[3] == f"{100 * row['metric_value']:.2f} (n = 1: no interval)"
     (stored,) = ResultsStore(tmp_path).rows("baselines")
-    assert baseline[0] == "baseline: majority class" and baseline[2] == f"{100 * stored['metric_value']:.2f}"
+    assert baseline[0] == "baseline: majority class" and baseline[3] == f"{100 * stored['metric_value']:.2f}"
     assert values["leaderboard/mnist-row/best_cell"] == '"rnn_fused"'
 
 
@@ -335,6 +337,11 @@ def test_readme_documents_every_column():
         assert f"`{column}`" in section, column
 
 
+def test_more_workers_than_gpus_go_round_robin():
+    assert device_slots(5, 2) == ([0, 1, 0, 1, 0], {0: 3, 1: 2})
+    assert device_slots(2, 4) == ([0, 1], {0: 1, 1: 1})
+
+
 def test_parallel_runs_share_the_cpu_one_run_per_worker(shared_data, tmp_path):
     result = invoke("run", "--task", "mnist-row", "--cell", "rnn_fused", "--cell", "gru_fused", "--budget", "smoke",
                     "--parallel", "2", "--out", str(tmp_path), "--data-dir", str(shared_data))
@@ -344,6 +351,8 @@ def test_parallel_runs_share_the_cpu_one_run_per_worker(shared_data, tmp_path):
     assert sorted(r["cell"] for r in rows) == ["gru_fused", "rnn_fused"]
     threads = max(1, torch.get_num_threads() // 2)
     assert all(r["status"] == "ok" and r["environment"]["cpu_threads"] == threads for r in rows)
+    assert [r["device_share"] for r in rows] == [2, 2], "both ran on the one CPU at once"
+    assert "(device shared by 2)" in (tmp_path / "report.md").read_text()
     result = invoke("run", "--parallel", "2", "--devices", "2", "--out", str(tmp_path))
     assert result.exit_code == 2 and "cannot be combined with --devices" in result.output
     result = invoke("run", "--parallel", "0", "--out", str(tmp_path))

@@ -94,8 +94,11 @@ def test_compiled_matches_twin(name, sizes, num_layers, bidirectional, with_leng
 @pytest.mark.parametrize("name", [spec.name for spec in CELLS if spec.twin])
 def test_cuda_matches_twin(name, dtype, monkeypatch):
     """On a GPU the twin is cuDNN's kernel and the compiled cells are Triton kernels."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 would round the twin's matmuls
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    from bench.precision import set_backend_precision
+
+    for flag in (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn):
+        monkeypatch.setattr(flag, "fp32_precision", flag.fp32_precision)  # restored after the test
+    set_backend_precision("32")  # TF32 would round the twin's matmuls
     torch.manual_seed(0)
     cell, twin = make_pair(name, 8, 16, 2, True, dtype)
     cell, twin = cell.cuda(), twin.cuda()

@@ -41,7 +41,7 @@ def test_baselines_of_the_runs_configuration_only_follow_the_table():
                                    baseline("mean frame", 2.0, {"frames": "conv"}, budget="paper")]) == [mine]
     text = render(rows, baseline_rows=[mine])
     lines = [line for line in text.splitlines() if line.startswith("| ")]
-    assert lines[2].startswith("| gru ") and lines[3].startswith("| baseline: mean frame | quick frames=conv | 150.00 |")
+    assert lines[2].startswith("| gru ") and lines[3].startswith("| baseline: mean frame | quick frames=conv | - | 150.00 |")
     assert "mse@" not in lines[0], "per-step metrics get their own table, not ten columns"
 
 

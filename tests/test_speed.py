@@ -186,9 +186,9 @@ def test_speed_command_stores_rows_with_ratios_and_reports_them(tmp_path):
         assert 0 < row["forward_ms"] and 0 < row["forward_backward_ms"] and row["first_call_s"] > 0
         assert row["memory_bytes"] > 0 and row["memory_kind"] == "cpu: bytes saved for backward"
         assert row["tokens_per_s"] == pytest.approx(8 * 6 / (row["forward_backward_ms"] / 1e3))
-        assert row["peak_flops_per_s"] > 0 and row["repeats"] == 3
+        assert row["peak_flops_per_s"] > 0 and row["repeats"] == 3 and row["precision"] == "32"
     report = (tmp_path / "report.md").read_text()
-    assert "## Speed of the cells" in report and "### 8,6,3,16 on cpu" in report and "gru_handwritten" in report
+    assert "## Speed of the cells" in report and "### 8,6,3,16 on cpu" in report and ", precision 32 (B=8 T=6" in report and "gru_handwritten" in report
 
 
 def test_speed_on_cuda_without_a_gpu_is_skipped_with_the_reason(tmp_path):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.store import ResultsStore
 from tasks import ModelConfig
-from tasks.mnist_data import DataError
+from tasks.data import DataError
 from tasks.translation import BOS, EOS, PAD, SacreBLEUStat, Seq2Seq
 from tasks.translation_data import find_ding, parse_ding, parse_tsv, split_of, split_pairs
 
