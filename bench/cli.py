@@ -87,6 +87,16 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def open_store(out: Path):
+    """The results store in OUT, or a clear error (exit 2, nothing changed) when OUT or the store is unusable."""
+    from bench.store import ResultsStore, StoreError
+
+    try:
+        return ResultsStore(out)
+    except StoreError as err:
+        raise fail(str(err)) from None
+
+
 @app.command("list")
 def list_cells() -> None:
     """List the registered cells and tasks with a one-line description each."""
@@ -141,7 +151,6 @@ def run(
     fails is stored with its error and the others go on. OUT/report.md is rewritten at the end.
     """
     from bench.runner import expand, run_matrix
-    from bench.store import ResultsStore
     from reports.markdown import write_report
 
     options = []
@@ -164,6 +173,7 @@ def run(
         raise fail("--parallel spreads runs one per device; it cannot be combined with --devices > 1")
     if data_dir is not None and not data_dir.is_dir() and not download:
         raise fail(f"--data-dir {data_dir} is not a folder")
+    open_store(out)  # OUT and its store are checked before anything runs
     total = len(configs)
     position = {c.run_id: i + 1 for i, c in enumerate(configs)}
 
@@ -187,7 +197,7 @@ def run(
                             download=download, report=report, parallel=parallel)
     except ValueError as err:  # a matrix that cannot start (e.g. more --parallel than GPUs)
         raise fail(str(err)) from None
-    store = ResultsStore(out)
+    store = open_store(out)
     rows = store.rows()
     path = write_report(rows, out, store.rows("speed"), store.rows("baselines"), targets())
     if wandb:
@@ -222,7 +232,6 @@ def speed(
     """
     from bench.precision import resolve_precision
     from bench.speed import SHAPE_SETS, parse_shape, run_speed
-    from bench.store import ResultsStore
     from cells import CELLS
     from reports.markdown import write_report
 
@@ -239,7 +248,7 @@ def speed(
         chosen_precision = resolve_precision(precision.value, device.value)
     except ValueError as err:
         raise fail(str(err)) from None
-    store = ResultsStore(out)
+    store = open_store(out)
     tables: dict[str, Table] = {}  # one per shape, filled as the rows come
 
     def report(row):
@@ -311,13 +320,12 @@ def report(
              "(README, Report).")] = None,
 ) -> None:
     """Write OUT/report.md (and pictures per task) from the stored results."""
-    from bench.store import ResultsStore
     from reports.markdown import write_report
 
     goals = targets(target)
     if not (out / "results.sqlite").is_file():
         raise fail(f"no results store at {out / 'results.sqlite'}; run `rnnbench run --out {out}` first")
-    store = ResultsStore(out)
+    store = open_store(out)
     path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"), goals)
     console.print(f"report: {path}", highlight=False)
 
@@ -343,7 +351,6 @@ def export(
 ) -> None:
     """Write the stored rows (and, for runs, one row per configuration with the report's figures)
     as CSV or JSON."""
-    from bench.store import ResultsStore
     from reports.export import export as write_export
 
     goals = targets(target)
@@ -352,7 +359,7 @@ def export(
     dest = to if to is not None else out / "export"
     if dest.exists() and not dest.is_dir():
         raise fail(f"--to {dest}: exists and is not a folder")
-    store = ResultsStore(out)
+    store = open_store(out)
     rows = {table.value: store.rows(table.value)}
     for path in write_export(rows, table.value, format.value, dest, goals):
         console.print(f"wrote {path}", highlight=False)

@@ -25,6 +25,7 @@ from tasks import BUDGETS, TASKS, ModelConfig
 from tasks.base import initialise_cells
 
 ACCELERATORS = ("auto", "cpu", "cuda")
+MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit; Lightning's seed_everything keeps to the same range
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class RunConfig:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
         if self.accelerator not in ACCELERATORS:
             raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            # Lightning's seed_everything would replace an out-of-range seed with a random one, silently
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}] (what numpy and Lightning accept), "
+                             f"got {self.seed!r}")
         for name in ("num_layers", "devices"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

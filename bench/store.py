@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import tempfile
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -142,9 +143,61 @@ JSON_COLUMNS = ("metrics", "environment", "config", "artifacts", "task_options",
 DONE = ("ok", "skipped")  # a re-run skips these; failed runs are tried again
 
 
+SCHEMA_VERSION = 2  # SQLite's user_version: 1 and 0 are stores of earlier rnnbench versions, upgraded on opening
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class StoreError(Exception):
+    """The output folder or its results store cannot be used; the message names the path and why."""
+
+
+def check_out(out: Path, must_exist: bool = False) -> None:
+    """That OUT can hold the store: a folder (or creatable as one) that this process may write in.
+    Changes nothing on disk (a probe file is created and removed at once)."""
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"output folder {out}: exists and is not a folder")
+    if not out.exists():
+        if must_exist:
+            raise StoreError(f"output folder {out}: does not exist")
+        parent = next((p for p in out.absolute().parents if p.exists()), None)
+        if parent is None or not parent.is_dir():
+            raise StoreError(f"output folder {out}: cannot be created ({parent} is not a folder)")
+        out = parent  # it will be created there: that is what must be writable
+    try:
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise StoreError(f"output folder {out}: not writable ({err.strerror or err})") from None
+
+
+def check_store(path: Path) -> None:
+    """That an existing results store is a SQLite database this rnnbench can read and write."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise StoreError(f"results store {path}: exists and is not a file")
+    with open(path, "rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:  # an empty file is an empty database
+        raise StoreError(f"results store {path}: not a SQLite database (move it away, or choose another --out)")
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"results store {path}: cannot be read as a SQLite database ({err})") from None
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"results store {path}: written by a newer rnnbench (store schema {version}; this "
+                         f"rnnbench reads up to {SCHEMA_VERSION}): upgrade rnnbench, or choose another --out")
+
+
 class ResultsStore:
+    """The store in OUT; opening it checks OUT and the file first (`StoreError`, nothing changed),
+    creates what is missing and upgrades a store of an older rnnbench."""
+
     def __init__(self, out: str | Path):
         self.path = Path(out) / "results.sqlite"
+        check_out(self.path.parent)
+        check_store(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db, db:
             for table, spec in TABLES.items():
@@ -160,6 +213,7 @@ class ResultsStore:
             for run_id, config, device in missing:  # rows of an older rnnbench gain their configuration id
                 db.execute("UPDATE runs SET configuration_id = ? WHERE run_id = ?",
                            (configuration_id(json.loads(config), device), run_id))
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)

@@ -1,26 +1,64 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, in one command: the CUDA tests (cells against cuDNN, `rnnbench
-# speed` and a training run on CUDA), then `rnnbench speed --device cuda` for the fused and
-# compiled cells at the fastrnns and DeepBench-like shapes, then the first steps of the pixel-MNIST
-# `paper` protocol for lstm_fused, gru_fused and rnn_fused (at most 80 s each). Writes
-# OUT/pytest.log, OUT/speed.log, OUT/pixel-<cell>.log, OUT/results.sqlite and OUT/report.md.
+# The checks that need a GPU, in one command of under 8 minutes, each stage under a time limit
+# and teed into OUT (a stage that hangs loses nothing already written):
+#   1. the CUDA tests: the cells against cuDNN (FP32 and at every --precision), `rnnbench speed`
+#      and training runs on CUDA (OUT/pytest.log);
+#   2. the precision table: `rnnbench speed --device cuda` of the fused and hand-written cells at
+#      the fastrnns shape at --precision 32, tf32 and bf16-mixed (OUT/speed-<precision>.log);
+#   3. the compiled cells against cuDNN at equal precision (tf32), first call included (OUT/speed-compiled.log);
+#   4. the harness against a bare loop on the GPU (OUT/harness.log);
+#   5. packing: six mnist-row quick runs one at a time, then six at once on the one GPU
+#      (--parallel 6), wall time of each command (OUT/packing.log);
+#   6. the first steps of the pixel-MNIST `paper` protocol for lstm_fused, gru_fused and
+#      rnn_fused, 35 s each (OUT/pixel-<cell>.log).
+# OUT/results.sqlite and OUT/report.md hold the stored rows.
 #
 #   benchmarks/gpu_check.sh OUT
 #
-# The training test reads MNIST from $RNNBENCH_TEST_DATA (default ../shared/data); where that
+# The training tests read MNIST from $RNNBENCH_TEST_DATA (default ../shared/data); where that
 # folder is not beside the checkout, copy its mnist/ into an ignored folder of the checkout and
 # point RNNBENCH_TEST_DATA there.
-set -euo pipefail
+set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUT}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
+out=$(cd "$out" && pwd)
+data=${RNNBENCH_TEST_DATA:-../shared/data}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" WANDB_MODE=disabled
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" \
+    | tee "$out/device.log" || exit 1
 status=0
-python3 -m pytest -q -p no:cacheprovider -k cuda tests 2>&1 | tee "$out/pytest.log" || status=1
-python3 -m bench speed --device cuda --cell lstm_fused --cell lstm_compiled --cell gru_fused --cell gru_compiled \
-    --cell rnn_fused --cell rnn_compiled --repeats 30 --out "$out" 2>&1 | tee "$out/speed.log" || status=1
-for cell in lstm_fused gru_fused rnn_fused; do  # ~7.5 ms a step on an H200: 80 s is about 8,000 steps
-    timeout 80 python3 benchmarks/pixel_mnist_protocol.py --device cuda --cell "$cell" --steps 100000 --every 500 \
-        --data-dir "${RNNBENCH_TEST_DATA:-../shared/data}" 2>&1 | tee "$out/pixel-$cell.log" || true
+stage() {  # stage NAME SECONDS COMMAND...: run it under a time limit, tee its output to OUT/NAME.log
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name (limit ${limit}s): $*" | tee "$out/$name.log"
+    local start=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee -a "$out/$name.log"
+    local rc=${PIPESTATUS[0]}
+    echo "== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$out/$name.log"
+    # the pixel stages train until their time is up: there the limit's exit (124) is the plan
+    if [ "$rc" -ne 0 ] && ! { [ "$rc" -eq 124 ] && [ "${name#pixel-}" != "$name" ]; }; then status=1; fi
+}
+stage pytest 120 python3 -m pytest -q -p no:cacheprovider -k cuda tests
+for precision in 32 tf32 bf16-mixed; do
+    stage "speed-$precision" 35 python3 -m bench speed --device cuda --precision "$precision" --shape fastrnns \
+        --cell lstm_fused --cell lstm_handwritten --cell gru_fused --cell gru_handwritten --repeats 20 --out "$out"
+done
+stage speed-compiled 75 python3 -m bench speed --device cuda --precision tf32 --shape deepbench-h1024-b64-t25 \
+    --cell lstm_fused --cell lstm_compiled --cell gru_fused --cell gru_compiled --repeats 20 --out "$out"
+stage harness 50 python3 benchmarks/harness_overhead.py --device cuda --rounds 1 --cell lstm_fused --data-dir "$data"
+packing() {  # in a child bash (timeout runs commands, not functions): uses the exported out and data
+    for parallel in 1 6; do
+        local start=$SECONDS
+        python3 -m bench run --task mnist-row --cell rnn_fused --cell lstm_fused --cell gru_fused --seed 0 --seed 1 \
+            --parallel "$parallel" --out "$out/packing-$parallel" --data-dir "$data" --no-progress || return 1
+        echo "packing: --parallel $parallel: six runs in $((SECONDS - start)) s of wall time"
+    done
+}
+export -f packing
+export out data
+stage packing 90 bash -c packing
+for cell in lstm_fused gru_fused rnn_fused; do  # ~7.5 ms a step on an H200: 35 s is about 4,500 steps
+    stage "pixel-$cell" 35 python3 benchmarks/pixel_mnist_protocol.py --device cuda --cell "$cell" --steps 100000 \
+        --every 500 --data-dir "$data"
 done
 exit $status

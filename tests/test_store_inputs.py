@@ -1,0 +1,108 @@
+"""The output folder, the results store and the seeds are inputs too: each unusable one is a clear
+error that names it, exits 2 without a traceback, and changes nothing on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.store import SCHEMA_VERSION, ResultsStore
+
+runner = CliRunner()
+COMMANDS = {  # each command that opens OUT, with what it needs besides --out
+    "run": ["run", "--task", "adding", "--cell", "rnn_fused", "--budget", "smoke", "-o", "length=5"],
+    "speed": ["speed", "--cell", "rnn_fused", "--shape", "2,3,2,4", "--repeats", "1", "--warmup", "0"],
+    "report": ["report"],
+    "export": ["export"],
+}
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` with a hash of its bytes (and every folder): what 'nothing changed' compares."""
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
+
+
+def invoke(command: str, out: Path):
+    result = runner.invoke(app, [*COMMANDS[command], "--out", str(out)], env={"COLUMNS": "300"})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_out_that_is_a_file(command, tmp_path):
+    out = tmp_path / "out"
+    out.write_text("not a folder")
+    before = snapshot(tmp_path)
+    result = invoke(command, out)
+    assert result.exit_code == 2, result.output
+    expected = "exists and is not a folder" if command in ("run", "speed") else "no results store"
+    assert str(out) in result.output and expected in result.output
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_store_that_is_not_sqlite(command, tmp_path):
+    (tmp_path / "results.sqlite").write_text("name,accuracy\nlstm,0.9\n")
+    before = snapshot(tmp_path)
+    result = invoke(command, tmp_path)
+    assert result.exit_code == 2, result.output
+    assert f"results store {tmp_path / 'results.sqlite'}: not a SQLite database" in result.output.replace("\n", "")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_store_from_a_newer_rnnbench(command, tmp_path):
+    ResultsStore(tmp_path)
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = snapshot(tmp_path)
+    result = invoke(command, tmp_path)
+    assert result.exit_code == 2, result.output
+    assert f"written by a newer rnnbench (store schema {SCHEMA_VERSION + 1}; this rnnbench reads up to " \
+           f"{SCHEMA_VERSION})" in result.output.replace("\n", "")
+    assert snapshot(tmp_path) == before
+
+
+def test_store_that_is_a_folder(tmp_path):
+    (tmp_path / "results.sqlite").mkdir()
+    result = invoke("run", tmp_path)
+    assert result.exit_code == 2 and "results store" in result.output and "exists and is not a file" in result.output
+
+
+def test_out_that_is_not_writable(tmp_path):
+    if os.geteuid() == 0:  # root writes through permission bits; /sys refuses even root (or is read-only)
+        out = Path("/sys/rnnbench-out")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        out = locked / "out"
+    result = invoke("run", out)
+    assert result.exit_code == 2, result.output
+    assert "output folder" in result.output and "not writable" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_seed_outside_what_the_libraries_accept(seed, tmp_path):
+    result = runner.invoke(app, ["run", "--task", "adding", "--seed", seed, "--out", str(tmp_path / "out")],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert f"seed must be an integer in [0, {2**32 - 1}]" in result.output and seed in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_older_store_is_upgraded_and_marked(tmp_path):
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, task TEXT, status TEXT)")
+    ResultsStore(tmp_path)
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert "precision" in {row[1] for row in db.execute("PRAGMA table_info(runs)")}
