@@ -70,6 +70,12 @@ class Accelerator(str, Enum):
     cuda = "cuda"
 
 
+class KeepCheckpoints(str, Enum):
+    none = "none"
+    best = "best"
+    last = "last"
+
+
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "32"
@@ -144,11 +150,14 @@ def run(
     wandb: Annotated[bool, typer.Option("--wandb/--no-wandb", help="Log runs and the leaderboard to Weights & Biases (offline unless you are logged in).")] = False,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Download missing data files.")] = True,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Lightning's progress bar; default: on a terminal.")] = None,
+    keep_checkpoints: Annotated[KeepCheckpoints, typer.Option(help="What a finished run keeps under OUT/runs/<run_id>/checkpoints: none, best (the tested weights) or last (the full state of the last epoch). Unfinished runs keep their resume checkpoint.")] = KeepCheckpoints.none,
 ) -> None:
     """Train and test every combination of --task x --cell x --seed; store and report the results.
 
     Runs already in OUT/results.sqlite are skipped (failed ones are tried again). A run that
-    fails is stored with its error and the others go on. OUT/report.md is rewritten at the end.
+    fails is stored with its error and the others go on. A run whose process was killed goes on
+    from its last epoch's checkpoint when the same command runs again. OUT/report.md is
+    rewritten at the end.
     """
     from bench.runner import expand, run_matrix
     from reports.markdown import write_report
@@ -180,13 +189,16 @@ def run(
     def report(event, config, record):
         where = f"[{position[config.run_id]}/{total}] {config.label}"
         if event == "start":
-            console.print(f"{where} ...", highlight=False)
+            resume = out / "runs" / config.run_id / "resume" / "last.ckpt"
+            note = " (resuming from its last checkpoint)" if resume.is_file() else ""
+            console.print(f"{where} ...{note}", highlight=False)
         elif event == "already done":
             console.print(f"{where}: already done, skipped", style="dim", highlight=False)
         elif event == "ok":
             console.print(
                 f"{where}: [green]ok[/] {record['metric_name']}={record['metric_value']:.4f} "
-                f"({record['train_seconds']:.1f} s, {record['step_ms_median']:.1f} ms/step)", highlight=False)
+                f"({record['train_seconds']:.1f} s, {record['step_ms_median']:.1f} ms/step"
+                + (f", resumed {record['resumed']}x" if record.get("resumed") else "") + ")", highlight=False)
         else:
             console.print(f"{where}: [red]{event}[/] {record['error']}", highlight=False)
 
@@ -194,7 +206,8 @@ def run(
     try:
         counts = run_matrix(configs, out, data_dir, use_wandb=wandb,
                             progress=sys.stdout.isatty() if progress is None else progress,
-                            download=download, report=report, parallel=parallel)
+                            download=download, report=report, parallel=parallel,
+                            keep_checkpoints=keep_checkpoints.value)
     except ValueError as err:  # a matrix that cannot start (e.g. more --parallel than GPUs)
         raise fail(str(err)) from None
     store = open_store(out)

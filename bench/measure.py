@@ -95,13 +95,29 @@ class Measure(L.Callback):
             self.step_seconds.extend(start.elapsed_time(end) / 1e3 for start, end in self._events)
             self._events = []
 
+    _elapsed_before = 0.0  # seconds of fit before a resumed run's checkpoint
+
     def on_fit_start(self, trainer, pl_module):
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
-        self._fit_start = self.clock()
+        self._fit_start = self.clock() - self._elapsed_before  # a resumed run's clock goes on where it stopped
+
+    # what a resumed run needs to report as if it had not stopped: saved with each epoch's checkpoint
+    def state_dict(self) -> dict:
+        self._read_events()
+        return {"step_seconds": list(self.step_seconds), "tokens": [int(t) for t in self.tokens],
+                "samples_per_step": self.samples_per_step, "memory": dict(self.memory), "curve": list(self.curve),
+                "best_val": self.best_val, "elapsed": self.clock() - self._fit_start}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_seconds, self.tokens = list(state["step_seconds"]), list(state["tokens"])
+        self.samples_per_step, self.memory = state["samples_per_step"], dict(state["memory"])
+        self.curve, self.best_val = [tuple(row) for row in state["curve"]], state["best_val"]
+        self._elapsed_before = state["elapsed"]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if not self._on_cuda(trainer) and trainer.global_step == MEMORY_STEP and self._saved is None:
+        if (not self._on_cuda(trainer) and trainer.global_step == MEMORY_STEP and self._saved is None
+                and "saved_bytes" not in self.memory):
             self._saved = SavedTensorBytes(list(pl_module.parameters())).__enter__()
         if self._on_cuda(trainer):
             self._events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
@@ -184,3 +200,34 @@ class Measure(L.Callback):
             **({"best_val": self.best_val} if self.best_val is not None else {}),
             **self.memory,
         }
+
+
+class RandomStates(L.Callback):
+    """The random number generators' states travel with each checkpoint (taken at an epoch's end),
+    so that a run resumed there draws the same batches (and dropout masks) as if it had not
+    stopped. They are set back as soon as the checkpoint is read, before the fit creates its data
+    iterators: creating one draws from the generator (a DataLoader's base seed), and Lightning
+    creates the first epoch's before any training hook runs."""
+
+    def state_dict(self) -> dict:
+        import random
+
+        import numpy as np
+
+        # plain types and tensors only: checkpoints load with torch.load(weights_only=True)
+        name, keys, position, has_gauss, cached = np.random.get_state()
+        return {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(position),
+                                                       int(has_gauss), float(cached)),
+                "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def load_state_dict(self, state: dict) -> None:
+        import random
+
+        import numpy as np
+
+        random.setstate(state["python"])
+        name, keys, position, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -29,6 +29,15 @@ class BenchModule(L.LightningModule):
         # synchronised across DDP processes by torchmetrics when computed, once per epoch
         self.val_loss = torchmetrics.MeanMetric()
 
+    # a network's own step counter (the video task's scheduled sampling) travels with the checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if hasattr(self.network, "training_steps"):
+            checkpoint["network_training_steps"] = self.network.training_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "network_training_steps" in checkpoint:
+            self.network.training_steps = checkpoint["network_training_steps"]
+
     def setup(self, stage: str) -> None:
         # in every process of the run (ddp_spawn starts fresh ones): the backends' FP32 mode
         set_backend_precision(self.precision)

@@ -13,3 +13,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
+    # a run that resumes finds its own checkpoint folders filled: expected
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+    # on a machine with SLURM's tools installed, Lightning suggests srun for every local run
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system but is not used.*")

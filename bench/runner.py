@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import traceback
 import uuid
 from dataclasses import asdict, dataclass
@@ -13,10 +15,11 @@ from typing import Any, Callable, Iterable
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bench.environment import device_name, environment, git_revision
 from bench.quiet import quiet_libraries
-from bench.measure import CURVE_KEY, MEMORY_KIND, Measure, curve_rows
+from bench.measure import CURVE_KEY, MEMORY_KIND, Measure, RandomStates, curve_rows
 from bench.module import BenchModule
 from bench.precision import lightning_precision, resolve_precision
 from bench.store import ResultsStore, configuration_id, content_hash
@@ -25,6 +28,7 @@ from tasks import BUDGETS, TASKS, ModelConfig
 from tasks.base import initialise_cells
 
 ACCELERATORS = ("auto", "cpu", "cuda")
+KEEP_CHECKPOINTS = ("none", "best", "last")  # what a finished run keeps; see `finish_checkpoints`
 MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit; Lightning's seed_everything keeps to the same range
 
 
@@ -182,13 +186,57 @@ def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None,
     return len(baselines)
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file and renames it into place: a process killed while
+    writing leaves the previous checkpoint whole (torch's own save writes the file in place)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        partial = Path(f"{path}.partial")
+        super().save_checkpoint(checkpoint, partial, storage_options)
+        os.replace(partial, path)
+
+
+def resume_state(run_dir: Path) -> tuple[Path | None, dict[str, Any]]:
+    """The checkpoint to resume from (None: start afresh) and the run's resume record
+    (`resumed`: how many times it resumed; `wandb_id`: one W&B run across the resumes), updated
+    and written for this start."""
+    folder = run_dir / "resume"
+    last, saved = folder / "last.ckpt", folder / "run.json"
+    state = json.loads(saved.read_text()) if last.is_file() and saved.is_file() else {}
+    state = {"resumed": state.get("resumed", -1) + 1 if last.is_file() else 0,
+             "wandb_id": state.get("wandb_id") or uuid.uuid4().hex[:12]}
+    folder.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(state))
+    return (last if last.is_file() else None), state
+
+
+def finish_checkpoints(run_dir: Path, keep: str) -> None:
+    """After a run ended: `none` removes its checkpoints, `best` keeps checkpoints/best.ckpt (the
+    tested weights), `last` keeps the last full checkpoint as checkpoints/last.ckpt; the resume
+    folder goes in every case (a finished run is not resumed)."""
+    if keep not in KEEP_CHECKPOINTS:
+        raise ValueError(f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {keep!r}")
+    last = run_dir / "resume" / "last.ckpt"
+    if keep == "last" and last.is_file():
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        os.replace(last, run_dir / "checkpoints" / "last.ckpt")
+    if keep != "best":
+        (run_dir / "checkpoints" / "best.ckpt").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "resume", ignore_errors=True)
+
+
 def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wandb: bool = False,
             progress: bool = False, download: bool = True) -> dict[str, Any]:
-    """Train and test one run; return its record (status ok). Raises on failure."""
+    """Train and test one run; return its record (status ok). Raises on failure.
+
+    Each epoch's end saves a full checkpoint (`run_dir/resume/last.ckpt`: weights, optimiser,
+    schedule, loops, the measuring callback, random states); a run started again after its process
+    was killed goes on from there, and its record counts the resumes."""
     task = config.task_spec()
     budget = task.budget(config.budget)
     record = _base_record(config)
     run_dir = out / "runs" / config.run_id
+    resume_from, resume = resume_state(run_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download, run_dir=run_dir)
     datamodule.prepare_data()  # here, before the network: a task may size its network by the data
@@ -199,7 +247,10 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
     monitor = f"val/{task.primary_metric}"
     mode = "max" if task.higher_is_better else "min"
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                                 save_top_k=1, save_weights_only=True)
+                                 save_top_k=1, save_weights_only=True, enable_version_counter=False)
+    # the full state at each epoch's end, for resuming (after the epoch's validation and hooks)
+    last = ModelCheckpoint(dirpath=run_dir / "resume", filename="last", monitor=None, save_top_k=1,
+                           save_on_train_epoch_end=True, enable_version_counter=False)
     measure = Measure(monitor=monitor, mode=mode)
     logger = False
     if use_wandb:
@@ -207,7 +258,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
 
         # one id for the run: under ddp_spawn, fit, test and this process each open it, and resume it
         logger = WandbLogger(
-            id=uuid.uuid4().hex[:12], resume="allow",
+            id=resume["wandb_id"], resume="allow",
             project=os.environ.get("WANDB_PROJECT", "rnnbench"), group=config.task, job_type="train",
             name=f"{config.task}/{config.cell}/seed{config.seed}", tags=[config.cell, CELLS.get(config.cell).architecture, config.budget],
             save_dir=str(out), config=record["config"], mode=wandb_mode(),
@@ -220,12 +271,12 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         limit_train_batches=budget.train_batches, limit_val_batches=budget.val_batches,
         limit_test_batches=budget.test_batches,
         gradient_clip_val=budget.grad_clip, num_sanity_val_steps=0, log_every_n_steps=10,
-        logger=logger, callbacks=[checkpoint, measure], enable_progress_bar=progress, enable_model_summary=False,
-        default_root_dir=run_dir,
+        logger=logger, callbacks=[checkpoint, last, measure, RandomStates()], enable_progress_bar=progress,
+        enable_model_summary=False, default_root_dir=run_dir, plugins=[AtomicCheckpointIO()],
     )
     initial_gradients = task.state_gradients(network, datamodule)  # None for a task that does not record them
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         if trainer.interrupted:
             raise KeyboardInterrupt
         measured = {k.removeprefix("measure/"): v.item() for k, v in trainer.callback_metrics.items()
@@ -263,6 +314,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         params_bytes=int(measured["params_bytes"]), optimizer_bytes=int(measured["optimizer_bytes"]),
         parameters=sum(p.numel() for p in network.parameters() if p.requires_grad),
         epochs=int(measured["epochs"]), steps=int(measured["steps"]), curve=curve, device_share=_device_share,
+        resumed=resume["resumed"],
         state_gradients=None if initial_gradients is None else {
             "init": initial_gradients["norms"], "trained": trained_gradients["norms"],
             "samples": initial_gradients["samples"], "of": "the top layer's forward direction"},
@@ -272,8 +324,10 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
 
 
 def run_and_store(config: RunConfig, out: Path, data_dir: Path | None = None, use_wandb: bool = False,
-                  progress: bool = False, download: bool = True) -> dict[str, Any]:
-    """Execute one run and store its record, a failure included; return the record."""
+                  progress: bool = False, download: bool = True, keep_checkpoints: str = "none") -> dict[str, Any]:
+    """Execute one run and store its record, a failure included; return the record. Then the run's
+    checkpoints go as `keep_checkpoints` says (a failed run, tried again, starts afresh); a killed
+    run keeps its resume checkpoint."""
     try:
         ensure_baselines(config, out, data_dir, download)
         record = execute(config, out, data_dir, use_wandb, progress, download)
@@ -284,6 +338,7 @@ def run_and_store(config: RunConfig, out: Path, data_dir: Path | None = None, us
                   "finished_at": _now()}
         record["config"]["traceback"] = traceback.format_exc(limit=-8)
     ResultsStore(out).save(record)
+    finish_checkpoints(out / "runs" / config.run_id, keep_checkpoints)  # after the row: a kill here loses nothing
     return record
 
 
@@ -317,7 +372,7 @@ def _worker_init(slots, accelerator: str, threads: int, share: dict[int, int]) -
 def run_matrix(
     configs: list[RunConfig], out: Path, data_dir: Path | None = None, use_wandb: bool = False,
     progress: bool = False, download: bool = True, report: Callable[[str, RunConfig, dict | None], None] = lambda *a: None,
-    parallel: int = 1,
+    parallel: int = 1, keep_checkpoints: str = "none",
 ) -> dict[str, int]:
     """Run every config not already done; store each result as it ends. Returns counts by outcome.
 
@@ -349,14 +404,14 @@ def run_matrix(
         with context.Pool(parallel, initializer=_worker_init, initargs=(slots, accelerator, threads, share)) as pool:
             for config in pending:
                 report("start", config, None)
-            args = [(c, out, data_dir, use_wandb, False, download) for c in pending]
+            args = [(c, out, data_dir, use_wandb, False, download, keep_checkpoints) for c in pending]
             for config, record in pool.imap_unordered(_run_and_store_packed, args):
                 counts[record["status"]] += 1
                 report(record["status"], config, record)
         return counts
     for config in pending:
         report("start", config, None)
-        record = run_and_store(config, out, data_dir, use_wandb, progress, download)
+        record = run_and_store(config, out, data_dir, use_wandb, progress, download, keep_checkpoints)
         counts[record["status"]] += 1
         report(record["status"], config, record)
     return counts

@@ -73,7 +73,8 @@ COLUMNS = {
     "epochs": "INTEGER",
     "steps": "INTEGER",
     "device": "TEXT",
-    "device_share": "INTEGER",  # runs of `--parallel` sharing the device while this one ran (1: alone)
+    "device_share": "INTEGER",
+    "resumed": "INTEGER",  # times the run went on from a checkpoint after its process was killed (0: never)  # runs of `--parallel` sharing the device while this one ran (1: alone)
     "environment": "TEXT",
     "git_revision": "TEXT",
     "config": "TEXT",

@@ -101,8 +101,8 @@ class AddingTask(Task):
     # Hidden 64 and lr 1e-2 (Adam, clipping at 1): measured with a bare loop, an LSTM at hidden 128 and
     # lr 1e-3 was still at the baseline after 1,000 steps at T = 200, and at T = 100 after 2,500.
     budgets = {
-        "smoke": Budget(max_epochs=1, batch_size=32, hidden_size=16, lr=1e-2, train_batches=4, val_batches=1,
-                        test_batches=2, note="4 training batches: checks the path, not memory"),
+        "smoke": Budget(max_epochs=3, batch_size=32, hidden_size=16, lr=1e-2, train_batches=4, val_batches=1,
+                        test_batches=2, note="3 epochs of 4 training batches: checks the path (resuming too), not memory"),
         "quick": Budget(max_epochs=10, batch_size=64, hidden_size=64, lr=1e-2,
                         note="10 epochs of 20,000 sequences (3,120 steps), hidden 64, lr 1e-2"),
         "paper": Budget(max_epochs=50, batch_size=64, hidden_size=128, lr=1e-3,

@@ -1,0 +1,103 @@
+"""Long runs that resume: a run whose process is killed goes on from its last epoch's checkpoint
+when the same command runs again, and ends as if it had not stopped; finished runs keep only the
+checkpoints asked for."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.store import ResultsStore
+from cells import CELLS, register_cell
+from cells.lstm import LSTMFused
+
+# long sequences through a Python-loop cell: an epoch lasts about half a second, so the kill, sent as
+# soon as the first epoch's checkpoint exists, lands well inside a later epoch
+COMMAND = ["run", "--task", "adding", "-o", "length=400", "--cell", "lstm_handwritten", "--budget", "smoke",
+           "--no-progress"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "300"})
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_if_uninterrupted(tmp_path):
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    process = subprocess.Popen([sys.executable, "-m", "bench", *COMMAND, "--out", str(killed)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(killed.glob("runs/*/resume/last.ckpt")):
+            assert process.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.02)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL
+    assert ResultsStore(killed).rows() == [], "a killed run stores no row"
+
+    again = invoke(*COMMAND, "--out", str(killed))
+    assert again.exit_code == 0, again.output
+    assert "resuming from its last checkpoint" in again.output and "resumed 1x" in again.output
+    result = invoke(*COMMAND, "--out", str(straight))
+    assert result.exit_code == 0, result.output
+
+    (resumed,), (uninterrupted,) = ResultsStore(killed).rows(), ResultsStore(straight).rows()
+    assert resumed["resumed"] == 1 and uninterrupted["resumed"] == 0
+    assert resumed["epochs"] == uninterrupted["epochs"] == 3 and resumed["steps"] == uninterrupted["steps"] == 12
+    assert [c["epoch"] for c in resumed["curve"]] == [1, 2, 3]
+    # the same batches, weights and optimiser state after the resume: the same numbers
+    assert resumed["metric_value"] == pytest.approx(uninterrupted["metric_value"], rel=1e-6)
+    assert [c["val"] for c in resumed["curve"]] == pytest.approx([c["val"] for c in uninterrupted["curve"]], rel=1e-6)
+    assert not list(killed.glob("runs/*/resume")), "a finished run drops its resume checkpoint"
+
+
+@pytest.mark.parametrize("keep, kept", [("none", set()), ("best", {"best.ckpt"}), ("last", {"last.ckpt"})])
+def test_a_finished_run_keeps_the_checkpoints_asked_for(keep, kept, tmp_path):
+    result = invoke("run", "--task", "adding", "-o", "length=5", "--cell", "gru_fused", "--budget", "smoke",
+                    "--keep-checkpoints", keep, "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert {p.name for p in (run_dir / "checkpoints").glob("*")} == kept
+    assert not (run_dir / "resume").exists()
+
+
+class NaNFromSecondEpoch(LSTMFused):
+    """Finite through the first epoch (4 training batches, one validation batch), NaN after."""
+
+    calls = 0
+
+    def _run(self, x, state, lengths):
+        output, state = super()._run(x, state, lengths)
+        if self.training:
+            NaNFromSecondEpoch.calls += 1
+        if NaNFromSecondEpoch.calls > 4:
+            return output * float("nan"), tuple(s * float("nan") for s in state)
+        return output, state
+
+
+def test_a_failed_run_drops_its_resume_checkpoint_and_starts_afresh_when_tried_again(tmp_path):
+    register_cell("nan_from_second_epoch_for_tests", NaNFromSecondEpoch, "test-only")
+    try:
+        for attempt in range(2):
+            NaNFromSecondEpoch.calls = 0
+            result = invoke("run", "--task", "adding", "-o", "length=5", "--cell", "nan_from_second_epoch_for_tests",
+                            "--budget", "smoke", "--out", str(tmp_path))
+            assert result.exit_code == 1, result.output
+            assert "resuming" not in result.output, "a failed run is not resumed"
+            (row,) = ResultsStore(tmp_path).rows()
+            assert row["status"] == "failed" and "steps 5-8" in row["error"], row["error"]
+            assert not list(tmp_path.glob("runs/*/resume")), "the first epoch's checkpoint went with the failure"
+    finally:
+        CELLS.remove("nan_from_second_epoch_for_tests")
