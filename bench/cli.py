@@ -70,6 +70,11 @@ class Accelerator(str, Enum):
     cuda = "cuda"
 
 
+class Launcher(str, Enum):
+    local = "local"
+    slurm = "slurm"
+
+
 class KeepCheckpoints(str, Enum):
     none = "none"
     best = "best"
@@ -150,6 +155,14 @@ def run(
     wandb: Annotated[bool, typer.Option("--wandb/--no-wandb", help="Log runs and the leaderboard to Weights & Biases (offline unless you are logged in).")] = False,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Download missing data files.")] = True,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Lightning's progress bar; default: on a terminal.")] = None,
+    launcher: Annotated[Launcher, typer.Option(help="local: run here (the default); slurm: submit the pending runs as one SLURM job array (submitit) and return, or wait with --wait.")] = Launcher.local,
+    partition: Annotated[Optional[str], typer.Option(help="SLURM: the partition (default: the cluster's).")] = None,
+    time_min: Annotated[int, typer.Option(help="SLURM: time limit of each run, in minutes.")] = 60,
+    gpus_per_run: Annotated[int, typer.Option(help="SLURM: GPUs per run (with --devices N: give N).")] = 0,
+    cpus_per_run: Annotated[int, typer.Option(help="SLURM: CPUs per run (per device with --devices).")] = 2,
+    array_parallelism: Annotated[int, typer.Option(help="SLURM: array tasks running at once.")] = 256,
+    slurm_option: Annotated[Optional[list[str]], typer.Option(help="SLURM: KEY=VALUE passed to sbatch as --KEY=VALUE (e.g. account=proj, qos=high); repeatable.")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="SLURM: wait for the array to finish, then merge and report.")] = False,
     keep_checkpoints: Annotated[KeepCheckpoints, typer.Option(help="What a finished run keeps under OUT/runs/<run_id>/checkpoints: none, best (the tested weights) or last (the full state of the last epoch). Unfinished runs keep their resume checkpoint.")] = KeepCheckpoints.none,
 ) -> None:
     """Train and test every combination of --task x --cell x --seed; store and report the results.
@@ -183,6 +196,14 @@ def run(
     if data_dir is not None and not data_dir.is_dir() and not download:
         raise fail(f"--data-dir {data_dir} is not a folder")
     open_store(out)  # OUT and its store are checked before anything runs
+    from bench.store import merge_shards
+
+    merge_shards(out)  # runs finished on a cluster count as done here
+    if launcher == Launcher.slurm:
+        slurm_matrix(configs, out, data_dir, wandb, download, keep_checkpoints.value, wait, partition=partition,
+                     time_min=time_min, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
+                     array_parallelism=array_parallelism, options=slurm_option or [])
+        return
     total = len(configs)
     position = {c.run_id: i + 1 for i, c in enumerate(configs)}
 
@@ -220,6 +241,109 @@ def run(
     console.print(", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; report: {path}", highlight=False)
     if counts["failed"]:
         raise typer.Exit(code=1)
+
+
+def slurm_matrix(configs, out: Path, data_dir, use_wandb: bool, download: bool, keep_checkpoints: str, wait: bool,
+                 options: list[str], **settings) -> None:
+    """`run --launcher slurm`: submit the pending runs as one job array; with --wait, follow it to
+    the end, merge the shards and write the report."""
+    import shutil
+
+    from bench.slurm import SlurmOptions, submit
+    from bench.slurm import wait as wait_for
+    from bench.store import stored_statuses
+
+    extra = []
+    for text in options:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise fail(f"--slurm-option must be KEY=VALUE (passed to sbatch as --KEY=VALUE), got {text!r}")
+        extra.append((key.strip(), value.strip()))
+    for name in ("time_min", "cpus_per_run", "array_parallelism"):
+        if settings[name] < 1:
+            raise fail(f"--{name.replace('_', '-')} must be a positive integer, got {settings[name]}")
+    if settings["gpus_per_run"] < 0:
+        raise fail(f"--gpus-per-run must be >= 0, got {settings['gpus_per_run']}")
+    if shutil.which("sbatch") is None:
+        raise fail("--launcher slurm needs SLURM's sbatch on this machine's PATH (a cluster's login node)")
+    done = stored_statuses(out)
+    pending = [c for c in configs if done.get(c.run_id) not in ("ok", "skipped")]
+    for config in configs:
+        if config not in pending:
+            console.print(f"{config.label}: already done, skipped", style="dim", highlight=False)
+    if not pending:
+        console.print("nothing to submit: every run is done", highlight=False)
+        return
+    try:
+        job = submit(pending, out, data_dir, use_wandb, download, keep_checkpoints,
+                     SlurmOptions(extra=tuple(extra), **settings))
+    except Exception as err:  # noqa: BLE001 - sbatch's refusal (bad partition, limits) is the user's to read
+        raise fail(f"SLURM refused the job array: {type(err).__name__}: {err}") from None
+    console.print(f"submitted {len(pending)} runs as SLURM job array {job} (logs in {out / 'slurm'}); "
+                  f"`rnnbench status --out {out}` shows them", highlight=False)
+    if not wait:
+        return
+    counts = wait_for(out, [c.run_id for c in pending],
+                      lambda counts: console.print("  " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
+                                                   highlight=False))
+    from bench.store import merge_shards
+    from reports.markdown import write_report
+
+    merge_shards(out)
+    store = open_store(out)
+    path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"), targets())
+    console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; report: {path}", highlight=False)
+    if any(k != "ok" for k in counts):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def status(
+    out: Annotated[Path, typer.Option(help="Folder of the results store.")] = DEFAULT_OUT,
+) -> None:
+    """Show the runs submitted to SLURM from OUT: ok / failed from the store and its shards,
+    PENDING / RUNNING from the queue, lost when neither knows them."""
+    from bench.slurm import run_states
+
+    store = open_store(out)
+    states = run_states(out)
+    if not states:
+        console.print(f"no SLURM submissions recorded in {out / 'slurm' / 'jobs.json'}", highlight=False)
+        return
+    from bench.store import merge_shards
+
+    merge_shards(out)
+    rows = {r["run_id"]: r for r in store.rows()}
+    table = Table(title=f"runs submitted from {out}", box=box.SIMPLE_HEAD)
+    for column in ("run", "job", "state", "metric"):
+        table.add_column(column)
+    for s in states:
+        row = rows.get(s["run_id"])
+        label = f"{row['task']} {row['cell']} seed={row['seed']}" if row else s["run_id"]
+        metric = f"{row['metric_name']}={row['metric_value']:.4f}" if row and row["metric_value"] is not None else "-"
+        table.add_row(label, s["job_id"], s["state"], metric)
+    console.print(table)
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s["state"]] = counts.get(s["state"], 0) + 1
+    console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())), highlight=False)
+
+
+@app.command()
+def merge(
+    out: Annotated[Path, typer.Option(help="Folder holding results.sqlite and shards/.")] = DEFAULT_OUT,
+) -> None:
+    """Fold the shards that SLURM array tasks wrote (OUT/shards/*.sqlite) into OUT/results.sqlite
+    (idempotent; a run stored twice keeps one row)."""
+    from bench.store import StoreError, merge_shards
+
+    open_store(out)
+    try:
+        counts = merge_shards(out)
+    except StoreError as err:
+        raise fail(str(err)) from None
+    console.print(f"merged: {counts['runs']} runs, {counts['baselines']} baselines, {counts['speed']} speed rows "
+                  f"new or replaced", highlight=False)
 
 
 class Device(str, Enum):
@@ -339,6 +463,12 @@ def report(
     if not (out / "results.sqlite").is_file():
         raise fail(f"no results store at {out / 'results.sqlite'}; run `rnnbench run --out {out}` first")
     store = open_store(out)
+    from bench.store import StoreError, merge_shards
+
+    try:
+        merge_shards(out)
+    except StoreError as err:
+        raise fail(str(err)) from None
     path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"), goals)
     console.print(f"report: {path}", highlight=False)
 

@@ -157,14 +157,15 @@ def _base_record(config: RunConfig) -> dict[str, Any]:
     return record
 
 
-def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None, download: bool = True) -> int:
+def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None, download: bool = True,
+                     store_name: str = "results.sqlite") -> int:
     """Score the task's baselines on the run's test split, once per task configuration and budget;
     return how many were computed now (0 when the store already holds them)."""
     task = config.task_spec()
     budget = task.budget(config.budget)
     task_config = task.config()
     task_configuration_id = content_hash([task_config, config.budget])
-    store = ResultsStore(out)
+    store = ResultsStore(out, store_name)
     if store.has("task_configuration_id", task_configuration_id, "baselines"):
         return 0
     datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download,
@@ -194,6 +195,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         partial = Path(f"{path}.partial")
         super().save_checkpoint(checkpoint, partial, storage_options)
         os.replace(partial, path)
+
+
+def under_srun(devices: int) -> bool:
+    """Whether SLURM started this process as one of `devices` tasks of one run."""
+    return os.environ.get("SLURM_NTASKS") == str(devices) and "SLURM_PROCID" in os.environ
 
 
 def resume_state(run_dir: Path) -> tuple[Path | None, dict[str, Any]]:
@@ -266,7 +272,9 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
     trainer = L.Trainer(
         accelerator=config.resolved_accelerator(), devices=config.devices,
         precision=lightning_precision(record["precision"]),
-        strategy="ddp_spawn" if config.devices > 1 else "auto",
+        # several devices: under srun (SLURM started one process per device) Lightning's SLURM
+        # environment joins them; elsewhere Lightning spawns the processes
+        strategy=("ddp" if under_srun(config.devices) else "ddp_spawn") if config.devices > 1 else "auto",
         max_epochs=budget.max_epochs,
         limit_train_batches=budget.train_batches, limit_val_batches=budget.val_batches,
         limit_test_batches=budget.test_batches,
@@ -324,12 +332,15 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
 
 
 def run_and_store(config: RunConfig, out: Path, data_dir: Path | None = None, use_wandb: bool = False,
-                  progress: bool = False, download: bool = True, keep_checkpoints: str = "none") -> dict[str, Any]:
+                  progress: bool = False, download: bool = True, keep_checkpoints: str = "none",
+                  store_name: str = "results.sqlite", store_row: bool = True) -> dict[str, Any]:
     """Execute one run and store its record, a failure included; return the record. Then the run's
     checkpoints go as `keep_checkpoints` says (a failed run, tried again, starts afresh); a killed
-    run keeps its resume checkpoint."""
+    run keeps its resume checkpoint. `store_name`: the store file under OUT (a shard under SLURM);
+    `store_row` False: another process of the same run stores it (DDP ranks under srun)."""
     try:
-        ensure_baselines(config, out, data_dir, download)
+        if store_row:
+            ensure_baselines(config, out, data_dir, download, store_name)
         record = execute(config, out, data_dir, use_wandb, progress, download)
     except (KeyboardInterrupt, SystemExit):
         raise  # an interrupted run is not a result: nothing is stored for it
@@ -337,8 +348,9 @@ def run_and_store(config: RunConfig, out: Path, data_dir: Path | None = None, us
         record = {**_base_record(config), "status": "failed", "error": f"{type(err).__name__}: {err}",
                   "finished_at": _now()}
         record["config"]["traceback"] = traceback.format_exc(limit=-8)
-    ResultsStore(out).save(record)
-    finish_checkpoints(out / "runs" / config.run_id, keep_checkpoints)  # after the row: a kill here loses nothing
+    if store_row:
+        ResultsStore(out, store_name).save(record)
+        finish_checkpoints(out / "runs" / config.run_id, keep_checkpoints)  # after the row: a kill here loses nothing
     return record
 
 

@@ -195,8 +195,8 @@ class ResultsStore:
     """The store in OUT; opening it checks OUT and the file first (`StoreError`, nothing changed),
     creates what is missing and upgrades a store of an older rnnbench."""
 
-    def __init__(self, out: str | Path):
-        self.path = Path(out) / "results.sqlite"
+    def __init__(self, out: str | Path, name: str = "results.sqlite"):
+        self.path = Path(out) / name  # another name: a shard, e.g. shards/<job>_<task>.sqlite under SLURM
         check_out(self.path.parent)
         check_store(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,3 +253,53 @@ class ResultsStore:
                 if row.get(key):
                     row[key] = json.loads(row[key])
         return rows
+
+
+PRIMARY_KEYS = {"runs": "run_id", "speed": "measurement_id", "baselines": "baseline_id"}
+
+
+def shard_paths(out: Path) -> list[Path]:
+    return sorted((Path(out) / "shards").glob("*.sqlite"))
+
+
+def merge_shards(out: str | Path) -> dict[str, int]:
+    """Fold every shard (OUT/shards/*.sqlite, written by SLURM array tasks) into OUT/results.sqlite,
+    by primary key: idempotent, and a run stored twice keeps one row (a finished one over a failed
+    one, else the one already there). Returns the rows added or replaced per table. Shards stay
+    (merging again changes nothing)."""
+    out = Path(out)
+    counts = {table: 0 for table in TABLES}
+    shards = shard_paths(out)
+    if not shards:
+        return counts
+    store = ResultsStore(out)
+    for shard in shards:
+        check_store(shard)
+        part = ResultsStore(out, str(shard.relative_to(out)))
+        for table, key in PRIMARY_KEYS.items():
+            have = {row[key]: row for row in store.rows(table)}
+            for row in part.rows(table):
+                old = have.get(row[key])
+                if old is not None and (table != "runs" or old["status"] in DONE or row["status"] not in DONE):
+                    continue  # already there: keep it unless a finished run replaces a failed one
+                store.save({k: v for k, v in row.items() if k in TABLES[table]}, table=table)
+                counts[table] += 1
+    return counts
+
+
+def stored_statuses(out: str | Path) -> dict[str, str]:
+    """run_id -> status over the store and its shards (a finished status wins over failed)."""
+    out = Path(out)
+    statuses: dict[str, str] = {}
+    paths = [out / "results.sqlite", *shard_paths(out)]
+    for path in paths:
+        if not path.is_file():
+            continue
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            try:
+                for run_id, status in db.execute("SELECT run_id, status FROM runs"):
+                    if statuses.get(run_id) not in DONE:
+                        statuses[run_id] = status
+            except sqlite3.OperationalError:  # a shard created but holding no table yet
+                continue
+    return statuses

@@ -16,10 +16,14 @@ host=$(hostname -s)
 stop() {
     for daemon in slurmd slurmctld munged; do
         if [ -f "$dir/$daemon.pid" ]; then
-            kill "$(cat "$dir/$daemon.pid")" 2>/dev/null || true
+            pid=$(cat "$dir/$daemon.pid")
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done  # gone within 5 s
+            kill -9 "$pid" 2>/dev/null || true
             rm -f "$dir/$daemon.pid"
         fi
     done
+    if [ -f "$dir/munge.dir" ]; then rm -rf "$(cat "$dir/munge.dir")" "$dir/munge.dir"; fi
 }
 
 if [ "$action" = stop ]; then
@@ -30,16 +34,19 @@ fi
 for tool in munged slurmctld slurmd sinfo; do
     command -v "$tool" >/dev/null || { echo "$tool not found: apt-get install -y slurmctld slurmd slurm-client munge" >&2; exit 1; }
 done
-mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/munge"
-chown munge:munge "$dir/munge"
-# munge: a fresh key for this cluster, its socket and pid file under DIR
-head -c 1024 /dev/urandom > "$dir/munge/munge.key"
-chown munge:munge "$dir/munge/munge.key"
-chmod 400 "$dir/munge/munge.key"
+mkdir -p "$dir/state" "$dir/spool" "$dir/log"
+# munge runs as user munge, who may not reach DIR (pytest's folders are 0700): its files get a
+# folder of their own, named in DIR/munge.dir for `stop`; a fresh key for this cluster
+munge=$(mktemp -d /tmp/rnnbench-munge.XXXXXX)
+echo "$munge" > "$dir/munge.dir"
+head -c 1024 /dev/urandom > "$munge/munge.key"
+chmod 400 "$munge/munge.key"
+chown -R munge:munge "$munge"
+chmod 700 "$munge"
 mkdir -p /run/munge && chown munge:munge /run/munge
-runuser -u munge -- munged --key-file="$dir/munge/munge.key" --pid-file="$dir/munge/munged.pid" \
-    --log-file="$dir/munge/munged.log" --seed-file="$dir/munge/munged.seed" --socket=/run/munge/munge.socket.2 --force
-cp "$dir/munge/munged.pid" "$dir/munged.pid"
+runuser -u munge -- munged --key-file="$munge/munge.key" --pid-file="$munge/munged.pid" \
+    --log-file="$munge/munged.log" --seed-file="$munge/munged.seed" --socket=/run/munge/munge.socket.2 --force
+cp "$munge/munged.pid" "$dir/munged.pid"
 cat > "$dir/slurm.conf" <<CONF
 ClusterName=rnnbench
 SlurmctldHost=$host
