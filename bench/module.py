@@ -79,7 +79,7 @@ class BenchModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         # torchmetrics synchronises the states across DDP processes in compute()
-        self.log_dict({**self.val_metrics.compute(), "val/loss": self.val_loss.compute()}, prog_bar=True)
+        self.log_dict({**self.val_metrics.compute(), "val/loss": self.val_loss.compute()}, prog_bar=True, sync_dist=True)
         self.val_metrics.reset()
         self.val_loss.reset()
 

@@ -101,3 +101,19 @@ def test_slurm_options_are_checked(tmp_path):
     assert result.exit_code == 2 and "--slurm-option must be KEY=VALUE" in result.output
     result = invoke("run", "--task", "adding", "--launcher", "slurm", "--time-min", "0", "--out", str(tmp_path))
     assert result.exit_code == 2 and "--time-min must be a positive integer, got 0" in result.output
+
+
+def test_a_run_on_two_devices_is_one_ddp_job_of_two_srun_tasks(slurm_cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster)
+    result = invoke("run", "--task", "adding", "-o", "length=5", "--cell", "gru_fused", "--budget", "smoke",
+                    "--devices", "2", "--accelerator", "cpu", "--launcher", "slurm", "--cpus-per-run", "1", "--wait",
+                    "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    (row,) = ResultsStore(tmp_path).rows()
+    assert row["status"] == "ok" and row["devices"] == 2
+    # one process group of two: each step trains a batch of 32 on each process
+    assert row["samples_per_s"] * row["step_ms_median"] / 1e3 == pytest.approx(64)
+    logs = sorted((tmp_path / "slurm").glob("*/*_log.out"))
+    ranks = {line.split("global_rank=")[1].split(")")[0] + ")" for log in logs for line in log.read_text().splitlines()
+             if "global_rank=" in line}
+    assert ranks == {"0(2)", "1(2)"}, "srun started the two tasks of the run"
