@@ -149,6 +149,7 @@ def run(
     bidirectional: Annotated[bool, typer.Option("--bidirectional/--unidirectional", help="Bidirectional (BRNN) encoder.")] = False,
     dropout: Annotated[float, typer.Option(help="Dropout between stacked layers (needs --layers > 1).")] = 0.0,
     devices: Annotated[int, typer.Option(help="Devices for each run; > 1 trains the run with DDP (spawned processes).")] = 1,
+    nodes: Annotated[int, typer.Option(help="Nodes for each run, --devices on each (with --launcher slurm): one multi-node DDP job.")] = 1,
     parallel: Annotated[int, typer.Option(help="Runs at once: round-robin on the GPUs (more than the GPUs puts several on each), or sharing the CPU's threads; for runs too small to fill a device. Each row says how many shared its device.")] = 1,
     accelerator: Annotated[Accelerator, typer.Option(help="auto: CUDA when available, else CPU.")] = Accelerator.auto,
     precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
@@ -184,13 +185,15 @@ def run(
     try:
         configs = expand(
             task or DEFAULT_TASKS, cell or DEFAULT_CELLS, seed or [0], budget=budget.value, num_layers=layers,
-            hidden_size=hidden, bidirectional=bidirectional, dropout=dropout, devices=devices,
+            hidden_size=hidden, bidirectional=bidirectional, dropout=dropout, devices=devices, nodes=nodes,
             accelerator=accelerator.value, precision=precision.value, task_options=tuple(options),
         )
     except ValueError as err:
         raise fail(str(err)) from None
     if parallel < 1:
         raise fail(f"--parallel must be a positive integer, got {parallel}")
+    if nodes > 1 and launcher != Launcher.slurm:
+        raise fail(f"--nodes {nodes}: runs span several nodes only through a scheduler; add --launcher slurm")
     if parallel > 1 and devices > 1:
         raise fail("--parallel spreads runs one per device; it cannot be combined with --devices > 1")
     if data_dir is not None and not data_dir.is_dir() and not download:

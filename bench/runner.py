@@ -44,7 +44,8 @@ class RunConfig:
     hidden_size: int | None = None  # None: the budget's default for the task
     bidirectional: bool = False
     dropout: float = 0.0  # between stacked layers
-    devices: int = 1  # > 1: one run trained with DDP over that many devices
+    devices: int = 1  # > 1: one run trained with DDP over that many devices (per node)
+    nodes: int = 1  # > 1: that many nodes of `devices` each, one DDP job (SLURM launcher only)
     accelerator: str = "auto"  # auto: cuda when available, else cpu
     precision: str = "auto"  # auto | 32 | tf32 | bf16-mixed | 16-mixed (bench.precision); auto: 32 on CPU, tf32 on CUDA
     task_options: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, see the task's `options`
@@ -60,7 +61,7 @@ class RunConfig:
             # Lightning's seed_everything would replace an out-of-range seed with a random one, silently
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}] (what numpy and Lightning accept), "
                              f"got {self.seed!r}")
-        for name in ("num_layers", "devices"):
+        for name in ("num_layers", "devices", "nodes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -98,6 +99,7 @@ class RunConfig:
             "budget": self.budget, "num_layers": self.num_layers, "hidden_size": self.resolved_hidden_size,
             "bidirectional": self.bidirectional, "dropout": self.dropout, "devices": self.devices,
             "accelerator": self.resolved_accelerator(),
+            **({"nodes": self.nodes} if self.nodes > 1 else {}),  # 1 stays out of the hash: stored runs keep their ids
             # 32, the only precision before the option existed, stays out of the hash: stored runs keep their ids
             **({"precision": self.resolved_precision()} if self.resolved_precision() != "32" else {}),
         }
@@ -146,7 +148,7 @@ def _base_record(config: RunConfig) -> dict[str, Any]:
         "run_id": config.run_id, "task": config.task, "task_version": task.version, "cell": config.cell,
         "seed": config.seed, "budget": config.budget, "num_layers": config.num_layers,
         "hidden_size": identity["hidden_size"], "bidirectional": int(config.bidirectional), "devices": config.devices,
-        "precision": config.resolved_precision(),
+        "precision": config.resolved_precision(), "nodes": config.nodes,
         "metric_name": task.primary_metric, "higher_is_better": int(task.higher_is_better),
         "device": device_name(config.resolved_accelerator()), "environment": environment(config.resolved_accelerator()),
         "git_revision": git_revision(),
@@ -197,9 +199,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(partial, path)
 
 
-def under_srun(devices: int) -> bool:
-    """Whether SLURM started this process as one of `devices` tasks of one run."""
-    return os.environ.get("SLURM_NTASKS") == str(devices) and "SLURM_PROCID" in os.environ
+def under_srun(tasks: int) -> bool:
+    """Whether SLURM started this process as one of the `tasks` processes (devices x nodes) of one run."""
+    return os.environ.get("SLURM_NTASKS") == str(tasks) and "SLURM_PROCID" in os.environ
 
 
 def resume_state(run_dir: Path) -> tuple[Path | None, dict[str, Any]]:
@@ -274,7 +276,9 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         precision=lightning_precision(record["precision"]),
         # several devices: under srun (SLURM started one process per device) Lightning's SLURM
         # environment joins them; elsewhere Lightning spawns the processes
-        strategy=("ddp" if under_srun(config.devices) else "ddp_spawn") if config.devices > 1 else "auto",
+        strategy=(("ddp" if under_srun(config.devices * config.nodes) else "ddp_spawn")
+                  if config.devices * config.nodes > 1 else "auto"),
+        num_nodes=config.nodes,
         max_epochs=budget.max_epochs,
         limit_train_batches=budget.train_batches, limit_val_batches=budget.val_batches,
         limit_test_batches=budget.test_batches,

@@ -65,12 +65,12 @@ def submit(configs: list, out: Path, data_dir, use_wandb: bool, download: bool, 
     import submitit
 
     executor = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster="slurm")
-    devices = max(c.devices for c in configs)
+    devices, nodes = max(c.devices for c in configs), max(c.nodes for c in configs)
     parameters: dict[str, Any] = {
         "name": "rnnbench", "timeout_min": options.time_min, "cpus_per_task": options.cpus_per_run,
         "slurm_array_parallelism": options.array_parallelism,
-        # --devices N: N tasks on one node (srun starts them), each with one device
-        "tasks_per_node": devices, "nodes": 1,
+        # --devices N --nodes M: N tasks on each of M nodes (srun starts them), each with one device
+        "tasks_per_node": devices, "nodes": nodes,
         "slurm_additional_parameters": dict(options.extra),
     }
     if options.partition:

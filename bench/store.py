@@ -50,6 +50,7 @@ COLUMNS = {
     "hidden_size": "INTEGER",
     "bidirectional": "INTEGER",
     "devices": "INTEGER",
+    "nodes": "INTEGER",  # nodes of `devices` each (SLURM, multi-node DDP); empty for older rows: 1
     "precision": "TEXT",  # 32 | tf32 | bf16-mixed | 16-mixed (bench.precision); NULL: stored before the option
     "status": "TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'skipped'))",
     "error": "TEXT",

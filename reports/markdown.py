@@ -20,7 +20,8 @@ NOT_SHOWN = {"loss", "samples"}  # test metrics kept in the store but not in the
 
 def _model(row: dict[str, Any]) -> str:
     text = f"{row['num_layers']}x{row['hidden_size']}" + (" bi" if row["bidirectional"] else "")
-    return text + (f" {row['devices']} dev" if (row.get("devices") or 1) > 1 else "")
+    text += f" {row['devices']} dev" if (row.get("devices") or 1) > 1 else ""
+    return text + (f" x {row['nodes']} nodes" if (row.get("nodes") or 1) > 1 else "")
 
 
 def _scale(name: str) -> float:

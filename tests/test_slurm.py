@@ -96,6 +96,16 @@ def test_merge_is_idempotent_and_a_run_done_twice_keeps_one_row(tmp_path):
     assert ResultsStore(tmp_path).rows()[1]["status"] == "ok"
 
 
+def test_one_node_keeps_the_run_identity_and_several_need_the_scheduler(tmp_path):
+    from bench.runner import RunConfig
+
+    one = RunConfig(task="adding", cell="gru_fused", accelerator="cpu")
+    assert "nodes" not in one.identity() and RunConfig(task="adding", cell="gru_fused", accelerator="cpu",
+                                                       nodes=2).run_id != one.run_id
+    result = invoke("run", "--task", "adding", "--nodes", "2", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "--nodes 2: runs span several nodes only through a scheduler" in result.output
+
+
 def test_slurm_options_are_checked(tmp_path):
     result = invoke("run", "--task", "adding", "--launcher", "slurm", "--slurm-option", "account", "--out", str(tmp_path))
     assert result.exit_code == 2 and "--slurm-option must be KEY=VALUE" in result.output
