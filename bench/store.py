@@ -274,16 +274,18 @@ def merge_shards(out: str | Path) -> dict[str, int]:
     if not shards:
         return counts
     store = ResultsStore(out)
+    # the store's rows are read once, and kept up to date as shards are folded in
+    have = {table: {row[key]: row for row in store.rows(table)} for table, key in PRIMARY_KEYS.items()}
     for shard in shards:
         check_store(shard)
         part = ResultsStore(out, str(shard.relative_to(out)))
         for table, key in PRIMARY_KEYS.items():
-            have = {row[key]: row for row in store.rows(table)}
             for row in part.rows(table):
-                old = have.get(row[key])
+                old = have[table].get(row[key])
                 if old is not None and (table != "runs" or old["status"] in DONE or row["status"] not in DONE):
                     continue  # already there: keep it unless a finished run replaces a failed one
                 store.save({k: v for k, v in row.items() if k in TABLES[table]}, table=table)
+                have[table][row[key]] = row
                 counts[table] += 1
     return counts
 
