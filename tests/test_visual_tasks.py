@@ -144,3 +144,27 @@ def test_scheduled_sampling_feeds_the_true_frame_or_the_models_own():
         again = network(inputs, truth=changed, teacher=1.0)
     assert torch.equal(forced[:, :5], again[:, :5]) and not torch.allclose(forced[:, 5:], again[:, 5:])
     assert torch.equal(forced[:, :1], own[:, :1]) and not torch.allclose(forced[:, 1:], own[:, 1:])
+
+
+@pytest.mark.parametrize("cell", ["lstm_fused", "gru_handwritten"])
+def test_renet_upsampling_is_the_transposed_convolution(cell):
+    """The segmenter computes its transposed convolution as one matrix product in channels-last
+    order (faster on the CPU): the scores must be those of ConvTranspose2d and Conv2d on NCHW."""
+    from tasks.base import ModelConfig
+    from tasks.segmentation import PATCH, ReNetSegmenter
+
+    torch.manual_seed(0)
+    network = ReNetSegmenter(ModelConfig(cell, 8))
+    image = torch.rand(3, 1, 64, 84)
+    rows, cols = 64 // PATCH, 84 // PATCH
+    patches = image.view(3, rows, PATCH, cols, PATCH).permute(0, 1, 3, 2, 4).reshape(3, rows, cols, PATCH * PATCH)
+    swept, _ = network.vertical(patches.permute(0, 2, 1, 3).reshape(3 * cols, rows, -1))
+    swept = swept.view(3, cols, rows, -1).permute(0, 2, 1, 3).reshape(3 * rows, cols, -1)
+    swept, _ = network.horizontal(swept)
+    features = swept.view(3, rows, cols, -1).permute(0, 3, 1, 2)  # NCHW
+    expected = network.classify(torch.cat([torch.relu(network.upsample(features)), image], dim=1))
+    scores = network(image)
+    assert scores.shape == (3, 11, 64, 84)
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-5)
+    scores.sum().backward()  # and it trains: every parameter gets a gradient
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in network.parameters())
