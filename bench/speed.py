@@ -272,9 +272,6 @@ class Subject:
         }
 
 
-MAX_COMPILED_STEPS = 100  # compiling a longer unrolled loop takes many minutes
-
-
 def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup: int = 5, repeats: int = 100,
               report: Callable[[dict], None] = lambda row: None, precision: str = "32",
               starting: Callable[[str, Shape], None] = lambda name, shape: None,
@@ -313,10 +310,6 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
         for name in names:
             base = {"cell": name, "shape": shape.name, "device": device_name(device), "environment": env,
                     "peak_flops_per_s": peak}
-            if CELLS.get(name).compiled and shape.steps > MAX_COMPILED_STEPS:
-                finish({**base, "status": "skipped", "error": f"compiled cells are measured up to "
-                        f"{MAX_COMPILED_STEPS} steps: compiling {shape.steps} unrolled steps takes many minutes"})
-                continue
             starting(name, shape)
             try:
                 subjects.append(Subject(name, shape, torch_device, timer, precision))

@@ -228,12 +228,22 @@ class Task:
         return self.budgets[name]
 
 
-def optimizer_and_schedule(parameters, budget: Budget, total_steps: int):
-    """The budget's optimiser and its learning-rate schedule (stepped once per optimiser step)."""
+def optimizer_and_schedule(parameters, budget: Budget, total_steps: int, fused: bool = True):
+    """The budget's optimiser and its learning-rate schedule (stepped once per optimiser step).
+
+    AdamW runs fused (one kernel per weight for the whole update) where torch has that kernel:
+    torch's default on CPU is a loop of a dozen element-wise ops per weight, which took 6.0 ms an
+    update of the quick translation model's 2.6M weights on this project's 2-core CPU against 1.1
+    ms fused (6.5 ms with `foreach`), about 5 % of its training step. `fused=False` keeps torch's default (Lightning's mixed
+    precision refuses to clip gradients for a fused optimizer).
+    """
+    parameters = list(parameters)
     if budget.optimizer == "rmsprop":
         optimizer = torch.optim.RMSprop(parameters, lr=budget.lr, alpha=0.9, weight_decay=budget.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(parameters, lr=budget.lr, weight_decay=budget.weight_decay)
+        fused = fused and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in parameters)
+        optimizer = torch.optim.AdamW(parameters, lr=budget.lr, weight_decay=budget.weight_decay,
+                                      fused=True if fused else None)
     if budget.schedule == "cosine":
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     else:

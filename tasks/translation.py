@@ -376,16 +376,19 @@ BUDGETS = {
                     note="6 training batches: checks the path, not quality"),
     # version 2 (additive attention, lr 2e-3, BPE 2000, greedy test, 10 epochs) took 11.4 min for the
     # attention LSTM on a 2-core CPU and scored BLEU 1.80, chrF 17.1; measured figures in the README
-    "quick": Budget(max_epochs=9, batch_size=64, hidden_size=256, lr=4e-3,
-                    note="9 epochs, hidden 256, embedding 128, dropout 0.3, label smoothing 0.1, BPE 4000, beam 5"),
+    # version 3 trained 9 epochs; its validation BLEU was still rising at the end. Measured with a bare
+    # loop of this model (one seed, test with beam 5): 9 epochs BLEU 3.90 / chrF 19.4, 11 epochs
+    # 4.14 / 20.1, 13 epochs 4.61 / 20.6; 12 epochs is what fits 8 minutes on a 2-core CPU
+    "quick": Budget(max_epochs=12, batch_size=64, hidden_size=256, lr=4e-3,
+                    note="12 epochs, hidden 256, embedding 128, dropout 0.3, label smoothing 0.1, BPE 4000, beam 5"),
     "paper": Budget(max_epochs=30, batch_size=64, hidden_size=512, lr=1e-3, note="30 epochs, hidden 512"),
 }
 
 
 class TranslationTask(Task):
     # 2: embedding size apart from the hidden size, dropout, label smoothing; 3: general attention
-    # score (`-o score=additive`: version 2's), beam 5 at the test by default
-    version = 3
+    # score (`-o score=additive`: version 2's), beam 5 at the test by default; 4: 12 epochs on quick
+    version = 4
     primary_metric = "bleu"
     target = 4.0  # the quick floor with attention
     higher_is_better = True

@@ -6,6 +6,7 @@ checked here without a new test.
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -87,6 +88,39 @@ def test_compiled_matches_twin(name, sizes, num_layers, bidirectional, with_leng
     before = counters["stats"]["unique_graphs"]
     test_matches_twin(name, sizes, num_layers, bidirectional, with_lengths, dtype)
     assert counters["stats"]["unique_graphs"] > before, "the time loop must run as a compiled graph"
+
+
+def test_compiled_pieces_cover_the_sequence():
+    from cells.compiled import CHUNK, pieces
+
+    assert pieces(28) == [28] and pieces(CHUNK) == [CHUNK]
+    assert pieces(100) == [25, 25, 25, 25]
+    assert pieces(784) == [32] * 24 + [16]
+    for steps in range(1, 300):
+        sizes = pieces(steps)
+        assert sum(sizes) == steps and max(sizes) <= CHUNK and len(set(sizes[:-1])) <= 1, steps
+        assert len(sizes) == -(-steps // CHUNK), f"{steps} steps in more pieces than needed"
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_in_pieces_matches_twin(name, monkeypatch):
+    """A sequence longer than a piece runs as several calls of the compiled loop, state carried
+    across them: 7 steps as pieces of 3, 3 and 1, padded sequences ending inside a piece."""
+    import cells.compiled
+
+    monkeypatch.setattr(cells.compiled, "CHUNK", 3)
+    assert cells.compiled.pieces(7) == [3, 3, 1]
+    test_matches_twin(name, (3, 5), 1, True, True, torch.float64)
+
+
+def test_compiled_mode_follows_the_device():
+    from cells.compiled import COMPILE_MODE
+
+    cell = build_cell("lstm_compiled", 3, 5)
+    assert COMPILE_MODE["cuda"] == "reduce-overhead"  # CUDA graphs on a GPU
+    assert cell.compiled_scan("cpu") is cell.compiled_scan("cpu")  # compiled once per mode
+    assert cell.compiled_scan("cuda") is not cell.compiled_scan("cpu")
+    assert copy.deepcopy(cell)._compiled_scans == {}  # compiled again on the other side of a copy
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: checks the cells against cuDNN")

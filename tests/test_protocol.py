@@ -51,7 +51,8 @@ def test_optimizer_and_schedule_follow_the_budget():
         schedule.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
     optimizer, schedule = optimizer_and_schedule(parameters, Budget(1, 8, 8, lr=0.1), 10)
-    assert isinstance(optimizer, torch.optim.AdamW)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]  # one kernel per weight
+    assert not optimizer_and_schedule(parameters, Budget(1, 8, 8, lr=0.1), 10, fused=False)[0].defaults["fused"]
     for _ in range(10):
         optimizer.step()
         schedule.step()
