@@ -11,7 +11,7 @@
 #   5. packing: six mnist-row quick runs one at a time, then six at once on the one GPU
 #      (--parallel 6), wall time of each command (OUT/packing.log);
 #   6. the first steps of the pixel-MNIST `paper` protocol for lstm_fused, gru_fused and
-#      rnn_fused, 25 s each (OUT/pixel-<cell>.log).
+#      rnn_fused, 18 s each (OUT/pixel-<cell>.log).
 # OUT/results.sqlite and OUT/report.md hold the stored rows.
 #
 #   benchmarks/gpu_check.sh OUT
@@ -39,7 +39,7 @@ stage() {  # stage NAME SECONDS COMMAND...: run it under a time limit, tee its o
     # the pixel stages train until their time is up: there the limit's exit (124) is the plan
     if [ "$rc" -ne 0 ] && ! { [ "$rc" -eq 124 ] && [ "${name#pixel-}" != "$name" ]; }; then status=1; fi
 }
-stage pytest 100 python3 -m pytest -q -p no:cacheprovider -k cuda tests
+stage pytest 110 python3 -m pytest -q -p no:cacheprovider -k cuda tests
 for precision in 32 tf32 bf16-mixed; do
     stage "speed-$precision" 30 python3 -m bench speed --device cuda --precision "$precision" --shape fastrnns \
         --cell lstm_fused --cell lstm_handwritten --cell gru_fused --cell gru_handwritten --repeats 20 --out "$out"
@@ -57,9 +57,9 @@ packing() {  # in a child bash (timeout runs commands, not functions): uses the 
 }
 export -f packing
 export out data
-stage packing 80 bash -c packing
-for cell in lstm_fused gru_fused rnn_fused; do  # ~7.5 ms a step on an H200: 25 s is about 3,000 steps
-    stage "pixel-$cell" 25 python3 benchmarks/pixel_mnist_protocol.py --device cuda --cell "$cell" --steps 100000 \
+stage packing 90 bash -c packing
+for cell in lstm_fused gru_fused rnn_fused; do  # ~7.5 ms a step on an H200: 18 s is about 2,000 steps after start-up
+    stage "pixel-$cell" 18 python3 benchmarks/pixel_mnist_protocol.py --device cuda --cell "$cell" --steps 100000 \
         --every 500 --data-dir "$data"
 done
 exit $status
