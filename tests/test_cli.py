@@ -28,3 +28,16 @@ def test_help_and_unknown_command():
     assert result.exit_code == 0 and "rnnbench list" in result.output
     result = runner.invoke(app, ["lsit"])
     assert result.exit_code != 0
+
+
+def test_cli_choices_are_the_lists_the_runner_checks():
+    """The CLI's choices are copies (importing the runner costs seconds); they must not drift."""
+    from bench import cli
+    from bench.precision import PRECISIONS
+    from bench.runner import ACCELERATORS, KEEP_CHECKPOINTS
+    from tasks.base import BUDGETS
+
+    assert [choice.value for choice in cli.BudgetName] == list(BUDGETS)
+    assert [choice.value for choice in cli.Accelerator] == list(ACCELERATORS)
+    assert [choice.value for choice in cli.KeepCheckpoints] == list(KEEP_CHECKPOINTS)
+    assert [choice.value for choice in cli.Precision] == ["auto", *PRECISIONS]
