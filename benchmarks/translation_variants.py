@@ -9,7 +9,10 @@ training loss, for `--epochs` epochs; validation BLEU (greedy) after each epoch 
 that are tested (the averaged ones with `--ema`); the best epoch's weights are tested with beam
 5, ranked by log-probability / length ** alpha for each of `--alphas`. Variants: `--ema DECAY`
 (an exponential moving average of the weights, torch's `AveragedModel`), `--bottleneck N` (the
-output layer reads the decoder through an N-wide projection). Quality only: two of these may run
+output layer reads the decoder through an N-wide projection), `--whole-punctuation` (version 4's
+tokenizer: punctuation left attached to words), `--bpe-dropout P` (the training split re-encoded
+each epoch with BPE-dropout, Provilkov et al. 2020; the tokenizers library draws it from an
+unseeded generator, so such runs do not repeat), `--lr`, `--orthogonal` (recurrent weights). Quality only: two of these may run
 side by side with `--threads 1`; their times are then not comparable with `rnnbench run`'s.
 """
 
@@ -62,16 +65,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--ema", type=float, default=0.0, help="decay of a moving average of the weights; 0: none")
     parser.add_argument("--bottleneck", type=int, default=0, help="width of a projection before the output layer")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the budget's)")
+    parser.add_argument("--orthogonal", action="store_true", help="recurrent weights orthogonal at initialisation")
+    parser.add_argument("--whole-punctuation", action="store_true",
+                        help="version 4's tokenizer: punctuation stays attached to words")
+    parser.add_argument("--bpe-dropout", type=float, default=0.0)
     parser.add_argument("--alphas", default="1.0", help="comma-separated length-normalisation exponents for the test")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     task = TASKS.get(TASK).configured({})
-    budget = replace(task.budget("quick"), max_epochs=args.epochs)
+    budget = replace(task.budget("quick"), max_epochs=args.epochs, orthogonal_init=args.orthogonal)
+    if args.lr:
+        budget = replace(budget, lr=args.lr)
     with tempfile.TemporaryDirectory() as run_dir:
         data = task.datamodule(Path(args.data_dir) if args.data_dir else None, budget.batch_size, "quick",
                                run_dir=Path(run_dir))
+        data.split_punctuation = not args.whole_punctuation
         data.prepare_data()
         data.setup("fit")
         network = initialise_cells(task.network(ModelConfig(args.cell, budget.hidden_size), data, "quick"), budget)
@@ -88,7 +99,17 @@ def main() -> None:
             average = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
         tested = average.module if average is not None else network
         start, best = time.perf_counter(), (float("-inf"), None)
+        if args.bpe_dropout:
+            from tokenizers import Tokenizer
+
+            dropping = Tokenizer.from_file(str(data.tokenizer_path))
+            dropping.model.dropout = args.bpe_dropout
+            kept = [pair for _, _, pair in data.splits["train"]]
         for epoch in range(1, budget.max_epochs + 1):
+            if args.bpe_dropout:
+                sources = [e.ids for e in dropping.encode_batch([s for s, _ in kept])]
+                targets = [e.ids for e in dropping.encode_batch([t for _, t in kept])]
+                data.splits["train"] = list(zip(sources, targets, kept))
             for batch in data.train_dataloader():
                 loss = task.training_loss(network, batch)
                 optimizer.zero_grad()

@@ -13,7 +13,7 @@ from bench.cli import app
 from bench.store import ResultsStore
 from tasks import ModelConfig
 from tasks.data import DataError
-from tasks.translation import BOS, EOS, PAD, SacreBLEUStat, Seq2Seq
+from tasks.translation import BOS, EOS, PAD, SacreBLEUStat, Seq2Seq, TranslationData
 from tasks.translation_data import find_ding, parse_ding, parse_tsv, split_of, split_pairs
 
 runner = CliRunner()
@@ -60,6 +60,21 @@ def test_split_is_by_source_and_cannot_leak(ding):
     assert not sources["train"] & sources["test"] and not sources["train"] & sources["val"]
     assert not sources["val"] & sources["test"]
     assert all(split_of(s) == "test" for s in sources["test"])  # a function of the source alone
+
+
+def test_tokenizer_splits_punctuation_off_and_decodes_the_references_back(ding, tmp_path):
+    data = TranslationData(lambda: ding, batch_size=32, vocab_size=400, run_dir=tmp_path)
+    data.prepare_data()
+    tokenizer = data.load_tokenizer()
+    tokens = tokenizer.encode("She feels hurt. Is it 3.5, or not?").tokens
+    assert "".join(tokens) == "▁She▁feels▁hurt.▁Is▁it▁3.5,▁or▁not?"
+    assert [t for t in tokens if set(t) & set(".,?")] == [".", ".", ",", "?"]  # each a token of its own
+    references = [target for _, target in split_pairs(ding)["test"]]
+    decoded = [data.decode(ids) for ids in data.encode(references)]
+    known = set("".join(tokenizer.get_vocab()))
+    # every reference made of characters the training split has comes back as it was
+    assert sum(d == r for d, r in zip(decoded, references)) == sum(set(r) - {" "} <= known for r in references)
+    assert sum(d == r for d, r in zip(decoded, references)) > 0.99 * len(references)
 
 
 def write(tmp_path, data: bytes):
@@ -133,6 +148,35 @@ def test_decoding_a_trained_toy_model_reproduces_memorised_pairs(cell, attention
     for decoded in (model.greedy(src, src_len, 10), model.beam_search(src, src_len, 10, beam=3)):
         for row, target in zip(decoded.tolist(), targets):
             assert row[: len(target) + 1] == target + [EOS]
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_output_layer_at_real_positions_only_gives_the_padded_loss_and_gradients(smoothing):
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig("lstm_fused", 16), vocab_size=30, attention=True, embed=8).double()
+    pad = torch.nn.utils.rnn.pad_sequence
+    src = pad([torch.randint(4, 30, (n,)) for n in (5, 3, 4)], batch_first=True, padding_value=PAD)
+    src_len = torch.tensor([5, 3, 4])
+    targets = [torch.randint(4, 30, (n,)) for n in (2, 6, 4)]
+    tgt_in = pad([torch.cat([torch.tensor([BOS]), t]) for t in targets], batch_first=True, padding_value=PAD)
+    tgt_out = pad([torch.cat([t, torch.tensor([EOS])]) for t in targets], batch_first=True, padding_value=PAD)
+    assert (tgt_out == PAD).sum() == 6  # 6 of the 21 positions are padding
+
+    def loss_and_grads(loss_of):
+        model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    padded = loss_and_grads(lambda: torch.nn.functional.cross_entropy(
+        model(src, src_len, tgt_in).flatten(0, 1), tgt_out.flatten(), ignore_index=PAD, label_smoothing=smoothing))
+    logits, target = model.scored(src, src_len, tgt_in, tgt_out)
+    assert logits.shape == (15, 30) and target.tolist() == tgt_out[tgt_out != PAD].tolist()
+    real = loss_and_grads(lambda: torch.nn.functional.cross_entropy(
+        *model.scored(src, src_len, tgt_in, tgt_out), label_smoothing=smoothing))
+    torch.testing.assert_close(real[0], padded[0])
+    for a, b in zip(real[1], padded[1]):
+        torch.testing.assert_close(a, b)
 
 
 def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, tmp_path):
