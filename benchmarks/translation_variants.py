@@ -1,19 +1,20 @@
-"""Variants of the translation quick budget, trained by a bare loop: the measurements behind version 4.
+"""Variants of the translation quick budget, trained by a bare loop: the measurements behind versions 4 and 5.
 
     python benchmarks/translation_variants.py --data-dir ../shared/data --epochs 13
     python benchmarks/translation_variants.py --data-dir ../shared/data --epochs 11 --ema 0.999 --alphas 1.0,1.2,1.4
-    python benchmarks/translation_variants.py --data-dir ../shared/data --epochs 13 --bottleneck 128
+    python benchmarks/translation_variants.py --data-dir ../shared/data --epochs 15 --seed 1 --whole-punctuation
 
 The task's own data, network, optimiser (`optimizer_and_schedule`), gradient clipping and
 training loss, for `--epochs` epochs; validation BLEU (greedy) after each epoch on the weights
 that are tested (the averaged ones with `--ema`); the best epoch's weights are tested with beam
 5, ranked by log-probability / length ** alpha for each of `--alphas`. Variants: `--ema DECAY`
 (an exponential moving average of the weights, torch's `AveragedModel`), `--bottleneck N` (the
-output layer reads the decoder through an N-wide projection), `--whole-punctuation` (version 4's
-tokenizer: punctuation left attached to words), `--bpe-dropout P` (the training split re-encoded
-each epoch with BPE-dropout, Provilkov et al. 2020; the tokenizers library draws it from an
-unseeded generator, so such runs do not repeat), `--lr`, `--orthogonal` (recurrent weights). Quality only: two of these may run
-side by side with `--threads 1`; their times are then not comparable with `rnnbench run`'s.
+output layer reads the decoder through an N-wide projection), `--whole-punctuation` (version
+4's tokenizer: punctuation left attached to words), `--bpe-dropout P` (the training split
+re-encoded each epoch with BPE-dropout, Provilkov et al. 2020; the tokenizers library draws it
+from an unseeded generator, so such runs do not repeat), `--lr`, `--orthogonal` (recurrent
+weights orthogonal at initialisation). Quality only: two of these may run side by side with
+`--threads 1`; their times are then not comparable with `rnnbench run`'s.
 """
 
 from __future__ import annotations
