@@ -119,7 +119,8 @@ class TranslationData(L.LightningDataModule):
             # punctuation as tokens of its own, as a tokenizer before BPE (Moses) does: without it
             # "design." and "design" are two words to learn from 18k sentences (version 5: LSTM
             # seed 1, 15 epochs, test BLEU 4.88 / chrF 21.6 against 4.04 / 19.8 without)
-            tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+            tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+                [pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
         tokenizer.decoder = decoders.Metaspace()
         trainer = trainers.BpeTrainer(vocab_size=self.vocab_size_wanted, min_frequency=2,
                                       special_tokens=SPECIAL_TOKENS, show_progress=False)
@@ -402,8 +403,9 @@ BUDGETS = {
     # version 3 trained 9 epochs; its validation BLEU was still rising at the end. Measured with a bare
     # loop of this model (one seed, test with beam 5): 9 epochs BLEU 3.90 / chrF 19.4, 11 epochs
     # 4.14 / 20.1, 13 epochs 4.61 / 20.6; version 4 trained 12 epochs, what fitted 8 minutes on a
-    # 2-core CPU then. Version 5's steps are 15-20 % cheaper (the output layer at real positions
-    # only), so 14 epochs fit
+    # 2-core CPU then. Version 5's LSTM epochs cost 10-19 % less (the output layer at real positions
+    # only; the GRU's 5-12 %), so 14 epochs take about 7 minutes at the speed version 4's 12 were
+    # measured at (an estimate: the machine that ran version 5 was slower; README)
     "quick": Budget(max_epochs=14, batch_size=64, hidden_size=256, lr=4e-3,
                     note="14 epochs, hidden 256, embedding 128, dropout 0.3, label smoothing 0.1, BPE 4000 "
                     "(punctuation split off), beam 5"),
@@ -536,7 +538,8 @@ class TranslationTask(Task):
         corpus = self.settings.get("corpus")
         fingerprint = {"corpus_md5": file_md5(corpus)} if corpus else {}
         return {**super().config(), **fingerprint, "attention": self.attention, "max_train_tokens": MAX_TRAIN_TOKENS,
-                "vocab_size": VOCAB_SIZE, "pre_tokenizer": "metaspace + punctuation", "network": {k: asdict(v) for k, v in SETTINGS.items()},
+                "vocab_size": VOCAB_SIZE, "pre_tokenizer": "metaspace + punctuation",
+                "network": {k: asdict(v) for k, v in SETTINGS.items()},
                 "split": "sha1(source) buckets: 5% test, 5% validation, 90% train"}
 
 
