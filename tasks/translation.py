@@ -467,7 +467,9 @@ class TranslationTask(Task):
         })
 
     def loss(self, logits, target):
-        return nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=PAD)
+        """Plain cross-entropy of logits at the real target positions, (N, V), against their
+        targets, (N,), as `Seq2Seq.scored` gives them (validation and test; training smooths it)."""
+        return nn.functional.cross_entropy(logits, target)
 
     def training_loss(self, network, batch):
         logits, target = network.scored(batch["src"], batch["src_len"], batch["tgt_in"], batch["tgt_out"])
@@ -506,7 +508,7 @@ class TranslationTask(Task):
         for name in ("bleu", "chrf", "length_ratio"):
             metrics[name].update(hypotheses, batch["target_text"])
         metrics["no_eos"].update(torch.tensor([float(EOS not in ids) for ids in outputs]))
-        return nn.functional.cross_entropy(logits, target)
+        return self.loss(logits, target)
 
     def samples_in(self, batch):
         return len(batch["src"])
