@@ -3,6 +3,7 @@
     python benchmarks/translation_variants.py --data-dir ../shared/data --epochs 13
     python benchmarks/translation_variants.py --data-dir ../shared/data --epochs 11 --ema 0.999 --alphas 1.0,1.2,1.4
     python benchmarks/translation_variants.py --data-dir ../shared/data --epochs 15 --seed 1 --whole-punctuation
+    python benchmarks/translation_variants.py --data-dir ../shared/data --epochs 14 --dropout 0.2 --threads 1
 
 The task's own data, network, optimiser (`optimizer_and_schedule`), gradient clipping and
 training loss, for `--epochs` epochs; validation BLEU (greedy) after each epoch on the weights
@@ -13,7 +14,9 @@ output layer reads the decoder through an N-wide projection), `--whole-punctuati
 4's tokenizer: punctuation left attached to words), `--bpe-dropout P` (the training split
 re-encoded each epoch with BPE-dropout, Provilkov et al. 2020; the tokenizers library draws it
 from an unseeded generator, so such runs do not repeat), `--lr`, `--orthogonal` (recurrent
-weights orthogonal at initialisation). Quality only: two of these may run side by side with
+weights orthogonal at initialisation), `--embed`, `--dropout`, `--smoothing`, `--weight-decay`
+(the budget's settings changed), `--lexical` and `--input-feed` (`VariantSeq2Seq`), `--rebatch`
+(new length-sorted batches each epoch; the task draws them once per run). Quality only: two of these may run side by side with
 `--threads 1`; their times are then not comparable with `rnnbench run`'s.
 """
 
@@ -28,11 +31,54 @@ from pathlib import Path
 
 import torch
 
-from tasks import TASKS, ModelConfig
+from cells import build_cell
+from tasks import TASKS, ModelConfig, translation
 from tasks.base import initialise_cells, optimizer_and_schedule
-from tasks.translation import EOS, LengthRatio, SacreBLEUStat
+from tasks.translation import EOS, LengthRatio, SacreBLEUStat, Seq2Seq
 
 TASK = "translation-de-en-attention"
+
+
+class VariantSeq2Seq(Seq2Seq):
+    """The task's network with two variants measured for version 6: `lexical`, the attention reads
+    the source embeddings beside the encoder's outputs (a cheap form of Nguyen & Chiang 2018's
+    lexical model); `input_feed`, the decoder reads the previous step's attentional vector beside
+    the embedding (Luong et al. 2015), so it runs one step at a time."""
+
+    def __init__(self, model, vocab_size, settings, lexical: bool, input_feed: bool):
+        super().__init__(model, vocab_size, True, settings.embed, settings.dropout, settings.label_smoothing)
+        hidden, memory = model.hidden_size, self.encoder.num_directions * model.hidden_size
+        self.lexical, self.input_feed = lexical, input_feed
+        if lexical:
+            memory += settings.embed
+            self.attention = translation.ATTENTION["general"](hidden, memory, hidden)
+            self.combine = torch.nn.Linear(hidden + memory, hidden)
+        if input_feed:
+            self.decoder = build_cell(model.cell, settings.embed + hidden, hidden)
+
+    def encode(self, src, src_len):
+        embedded = self.drop(self.embedding(src))  # (B, S, E)
+        memory, state = self.encoder(embedded, lengths=src_len)  # (B, S, D*H)
+        if self.lexical:
+            memory = torch.cat([memory, embedded], dim=-1)  # (B, S, D*H + E)
+        mask = torch.arange(src.shape[1])[None] < src_len[:, None]  # (B, S)
+        state = self.bridge(state)
+        if self.input_feed:  # the previous step's attentional vector rides in the state: (1, B, H)
+            state = (*state, state[0].new_zeros(1, src.shape[0], self.combine.out_features))
+        return memory, mask, state
+
+    def features(self, tgt_in, state, memory, mask):
+        if not self.input_feed:
+            return super().features(tgt_in, state, memory, mask)
+        embedded = self.drop(self.embedding(tgt_in))  # (B, T, E)
+        *cell, feed = state
+        cell, feed = tuple(cell), feed.transpose(0, 1)  # feed (B, 1, H)
+        outputs = []
+        for t in range(embedded.shape[1]):
+            output, cell = self.decoder(torch.cat([embedded[:, t : t + 1], feed], dim=-1), cell)  # (B, 1, H)
+            feed = torch.tanh(self.combine(torch.cat([output, self.attention(output, memory, mask)], dim=-1)))
+            outputs.append(feed)
+        return self.drop(torch.cat(outputs, dim=1)), (*cell, feed.transpose(0, 1))
 
 
 def score(network, datamodule, split: str, beam: int, alpha: float = 1.0) -> dict[str, float]:
@@ -71,6 +117,13 @@ def main() -> None:
     parser.add_argument("--whole-punctuation", action="store_true",
                         help="version 4's tokenizer: punctuation stays attached to words")
     parser.add_argument("--bpe-dropout", type=float, default=0.0)
+    parser.add_argument("--embed", type=int, default=None, help="embedding size (default: the budget's)")
+    parser.add_argument("--dropout", type=float, default=None, help="dropout (default: the budget's)")
+    parser.add_argument("--smoothing", type=float, default=None, help="label smoothing (default: the budget's)")
+    parser.add_argument("--weight-decay", type=float, default=None, help="AdamW's weight decay (default: the budget's)")
+    parser.add_argument("--lexical", action="store_true", help="attention reads the source embeddings too")
+    parser.add_argument("--input-feed", action="store_true", help="the decoder reads the previous attentional vector")
+    parser.add_argument("--rebatch", action="store_true", help="new length-sorted batches each epoch")
     parser.add_argument("--alphas", default="1.0", help="comma-separated length-normalisation exponents for the test")
     args = parser.parse_args()
     if args.threads:
@@ -80,13 +133,25 @@ def main() -> None:
     budget = replace(task.budget("quick"), max_epochs=args.epochs, orthogonal_init=args.orthogonal)
     if args.lr:
         budget = replace(budget, lr=args.lr)
+    if args.weight_decay is not None:
+        budget = replace(budget, weight_decay=args.weight_decay)
+    settings = translation.SETTINGS["quick"]
+    translation.SETTINGS["quick"] = replace(
+        settings, embed=args.embed or settings.embed,
+        dropout=settings.dropout if args.dropout is None else args.dropout,
+        label_smoothing=settings.label_smoothing if args.smoothing is None else args.smoothing)
     with tempfile.TemporaryDirectory() as run_dir:
         data = task.datamodule(Path(args.data_dir) if args.data_dir else None, budget.batch_size, "quick",
                                run_dir=Path(run_dir))
         data.split_punctuation = not args.whole_punctuation
         data.prepare_data()
         data.setup("fit")
-        network = initialise_cells(task.network(ModelConfig(args.cell, budget.hidden_size), data, "quick"), budget)
+        model = ModelConfig(args.cell, budget.hidden_size)
+        if args.lexical or args.input_feed:
+            network = VariantSeq2Seq(model, data.vocab_size, translation.SETTINGS["quick"], args.lexical, args.input_feed)
+        else:
+            network = task.network(model, data, "quick")
+        network = initialise_cells(network, budget)
         if args.bottleneck:
             network.generator = torch.nn.Sequential(
                 torch.nn.Linear(budget.hidden_size, args.bottleneck, bias=False),
@@ -111,6 +176,8 @@ def main() -> None:
                 sources = [e.ids for e in dropping.encode_batch([s for s, _ in kept])]
                 targets = [e.ids for e in dropping.encode_batch([t for _, t in kept])]
                 data.splits["train"] = list(zip(sources, targets, kept))
+            if args.rebatch:
+                torch.manual_seed(args.seed * 1000 + epoch)  # batches() draws its order from the initial seed
             for batch in data.train_dataloader():
                 loss = task.training_loss(network, batch)
                 optimizer.zero_grad()
