@@ -13,7 +13,7 @@ from bench.cli import app
 from bench.store import ResultsStore
 from tasks import ModelConfig
 from tasks.data import DataError
-from tasks.translation import BOS, EOS, PAD, SacreBLEUStat, Seq2Seq, TranslationData
+from tasks.translation import BOS, EOS, LENGTH_EXPONENTS, PAD, SacreBLEUStat, Seq2Seq, TranslationData
 from tasks.translation_data import find_ding, parse_ding, parse_tsv, split_of, split_pairs
 
 runner = CliRunner()
@@ -148,6 +148,13 @@ def test_decoding_a_trained_toy_model_reproduces_memorised_pairs(cell, attention
     for decoded in (model.greedy(src, src_len, 10), model.beam_search(src, src_len, 10, beam=3)):
         for row, target in zip(decoded.tolist(), targets):
             assert row[: len(target) + 1] == target + [EOS]
+    # the ranking: candidates sorted by log-probability / length ** alpha, whatever alpha
+    tokens, scores, lengths = candidates = model.beam_candidates(src, src_len, 10, beam=3)
+    for alpha in (0.0, 1.0, 3.0):
+        ranked = model.rank(candidates, alpha)
+        for b in range(len(sources)):
+            best = max(range(3), key=lambda k: scores[b, k] / lengths[b, k].clamp(min=1) ** alpha)
+            assert ranked[b].tolist() == tokens[b, best].tolist()
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -179,6 +186,35 @@ def test_output_layer_at_real_positions_only_gives_the_padded_loss_and_gradients
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("lexical, input_feed", [(True, False), (False, True), (True, True)])
+def test_measured_variants_decode_step_by_step_as_they_train(lexical, input_feed):
+    """`benchmarks/translation_variants.py`'s lexical attention and input feeding (measured and
+    not kept, README): one step at a time (how greedy and beam search decode) gives what teacher
+    forcing gives, so their figures measure the models they name."""
+    import importlib.util
+    from pathlib import Path
+
+    from tasks.translation import Seq2SeqSettings
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "translation_variants.py"
+    spec = importlib.util.spec_from_file_location("translation_variants", path)
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    torch.manual_seed(0)
+    model = variants.VariantSeq2Seq(ModelConfig("gru_fused", 16), 50, Seq2SeqSettings(8, 0.0, 0.1), lexical,
+                                    input_feed).double().eval()
+    src, src_len = torch.randint(4, 50, (3, 7)), torch.tensor([7, 5, 2])
+    tgt_in = torch.randint(4, 50, (3, 6))
+    whole = model(src, src_len, tgt_in)
+    memory, mask, state = model.encode(src, src_len)
+    steps = []
+    for t in range(tgt_in.shape[1]):
+        logits, state = model.decode(tgt_in[:, t : t + 1], state, memory, mask)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), whole)
+    assert model.beam_search(src, src_len, 10, beam=3).shape[0] == 3
+
+
 def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, tmp_path):
     result = runner.invoke(app, ["run", "--task", "translation-de-en-attention", "--cell", "gru_handwritten",
                                  "--budget", "smoke", "--bidirectional", "-o", "beam=2", "--out", str(tmp_path),
@@ -194,7 +230,11 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
-    assert row["config"]["task_config"]["options"] == {"beam": 2, "score": "general"}
+    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "score": "general"}
+    # the length exponent: the one of the grid with the highest validation BLEU, used for the test
+    val_bleu = {float(a): b for a, b in artifacts["length_exponent_val_bleu"].items()}
+    assert sorted(val_bleu) == list(LENGTH_EXPONENTS)
+    assert val_bleu[artifacts["length_exponent"]] == max(val_bleu.values())
     report = (tmp_path / "report.md").read_text()
     assert "test chrf" in report and "test perplexity" in report and "tokens/s" in report
     assert artifacts["examples"][0]["source"] in report and "SacreBLEU signatures" in report
@@ -208,6 +248,8 @@ def test_tsv_task_runs_on_a_user_corpus_and_needs_one(ding, shared_data, tmp_pat
     assert result.exit_code == 2 and "needs --task-option corpus=PATH" in result.output
     result = runner.invoke(app, [*args, "-o", "corpus=/nowhere.tsv"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "task option corpus='/nowhere.tsv': no such file" in result.output
+    result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "length=short"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "task option length='short': must be val or a number from 0 to 5" in result.output
     result = runner.invoke(app, [*args, "-o", "beam"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "--task-option must be NAME=VALUE, got 'beam'" in result.output
     result = runner.invoke(app, [*args, "-o", f"corpus={path}"], env={"COLUMNS": "200"})
