@@ -252,8 +252,10 @@ def test_tsv_task_runs_on_a_user_corpus_and_needs_one(ding, shared_data, tmp_pat
     assert result.exit_code == 2 and "task option length='short': must be val or a number from 0 to 5" in result.output
     result = runner.invoke(app, [*args, "-o", "beam"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "--task-option must be NAME=VALUE, got 'beam'" in result.output
-    result = runner.invoke(app, [*args, "-o", f"corpus={path}"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "length=0"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     (row,) = ResultsStore(tmp_path / "out").rows()
+    # a fixed length exponent, even 0 (the summed log-probability), is used as given: no tuning
+    assert row["artifacts"]["length_exponent"] == 0.0 and row["artifacts"]["length_exponent_val_bleu"] is None
     assert row["artifacts"]["corpus"]["not kept"]["lines with extra columns (ignored)"] == 400
     assert row["config"]["task_config"]["corpus_md5"]
