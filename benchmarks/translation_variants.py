@@ -36,7 +36,7 @@ import torch
 from cells import build_cell
 from tasks import TASKS, ModelConfig, translation
 from tasks.base import initialise_cells, optimizer_and_schedule
-from tasks.translation import EOS, LengthRatio, SacreBLEUStat, Seq2Seq
+from tasks.translation import EOS, LengthRatio, SacreBLEUStat, Seq2Seq, max_output_length
 
 TASK = "translation-de-en-attention"
 
@@ -90,7 +90,7 @@ def score(network, datamodule, split: str, beam: int, alpha: float = 1.0) -> dic
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     with torch.no_grad():
         for batch in loader:
-            max_len = int(batch["src_len"].max()) * 2 + 10
+            max_len = max_output_length(batch)
             if beam > 1:
                 ids = network.beam_search(batch["src"], batch["src_len"], max_len, beam, alpha).tolist()
             else:

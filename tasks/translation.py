@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.apply_func import move_data_to_device
 import numpy as np
 import torch
 import torchmetrics
@@ -521,12 +522,13 @@ class TranslationTask(Task):
         logits, target = network.scored(batch["src"], batch["src_len"], batch["tgt_in"], batch["tgt_out"])
         return nn.functional.cross_entropy(logits, target, label_smoothing=network.label_smoothing)
 
-    def translate(self, network, batch, beam: int, alpha: float = 1.0) -> list[list[int]]:
-        max_len = int(batch["src_len"].max()) * 2 + 10
+    def translate(self, network, batch, beam: int, datamodule) -> list[list[int]]:
+        """Greedy (beam 1) or beam search, ranked by the run's length exponent."""
         if beam > 1:
-            ids = network.beam_search(batch["src"], batch["src_len"], max_len, beam, alpha)
+            alpha = self.length_exponent(network, datamodule)
+            ids = network.beam_search(batch["src"], batch["src_len"], max_output_length(batch), beam, alpha)
         else:
-            ids = network.greedy(batch["src"], batch["src_len"], max_len)
+            ids = network.greedy(batch["src"], batch["src_len"], max_output_length(batch))
         return ids.tolist()
 
     def length_exponent(self, network, datamodule) -> float:
@@ -544,9 +546,8 @@ class TranslationTask(Task):
             device = next(network.parameters()).device
             beam, scores = self.settings["beam"], {alpha: SacreBLEUStat("bleu") for alpha in LENGTH_EXPONENTS}
             for batch in datamodule.val_batches_to_tune():
-                batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-                max_len = int(batch["src_len"].max()) * 2 + 10
-                candidates = network.beam_candidates(batch["src"], batch["src_len"], max_len, beam)
+                batch = move_data_to_device(batch, device)
+                candidates = network.beam_candidates(batch["src"], batch["src_len"], max_output_length(batch), beam)
                 for alpha, metric in scores.items():
                     hypotheses = [datamodule.decode(ids) for ids in network.rank(candidates, alpha).tolist()]
                     metric.update(hypotheses, batch["target_text"])
@@ -575,8 +576,7 @@ class TranslationTask(Task):
         logits, target = network.scored(batch["src"], batch["src_len"], batch["tgt_in"], batch["tgt_out"])
         metrics["perplexity"].update(logits[None], target[None])
         beam = self.settings["beam"] if stage == "test" else 1
-        alpha = self.length_exponent(network, datamodule) if beam > 1 else 1.0
-        outputs = self.translate(network, batch, beam, alpha)
+        outputs = self.translate(network, batch, beam, datamodule)
         hypotheses = [datamodule.decode(ids) for ids in outputs]
         for name in ("bleu", "chrf", "length_ratio"):
             metrics[name].update(hypotheses, batch["target_text"])
@@ -595,11 +595,9 @@ class TranslationTask(Task):
         items = datamodule.splits["test"][:EXAMPLES]
         batch = datamodule.collate(items)
         device = next(network.parameters()).device
-        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        batch = move_data_to_device(batch, device)
         beam = self.settings["beam"]
-        alpha = self.length_exponent(network, datamodule) if beam > 1 else None
-        hypotheses = [datamodule.decode(ids) for ids in
-                      self.translate(network, batch, beam, 1.0 if alpha is None else alpha)]
+        hypotheses = [datamodule.decode(ids) for ids in self.translate(network, batch, beam, datamodule)]
         metric_bleu, metric_chrf = SacreBLEUStat("bleu"), SacreBLEUStat("chrf")
         return {
             "examples": [{"source": s, "reference": r, "hypothesis": h}
@@ -610,7 +608,7 @@ class TranslationTask(Task):
             "splits": {k: len(v) for k, v in datamodule.splits.items()},
             "tokenizer": str(datamodule.tokenizer_path),
             "vocab_size": datamodule.vocab_size,
-            "length_exponent": alpha,
+            "length_exponent": self.length_exponent(network, datamodule) if beam > 1 else None,
             "length_exponent_val_bleu": getattr(network, "length_exponent_val_bleu", None),
         }
 
@@ -626,6 +624,11 @@ class TranslationTask(Task):
 @functools.lru_cache(maxsize=8)
 def file_md5(path: str) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def max_output_length(batch) -> int:
+    """The longest output decoding may give a batch: twice its longest source and 10 tokens."""
+    return int(batch["src_len"].max()) * 2 + 10
 
 
 def batch_pairs(items):
