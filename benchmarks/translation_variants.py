@@ -16,7 +16,8 @@ re-encoded each epoch with BPE-dropout, Provilkov et al. 2020; the tokenizers li
 from an unseeded generator, so such runs do not repeat), `--lr`, `--orthogonal` (recurrent
 weights orthogonal at initialisation), `--embed`, `--dropout`, `--smoothing`, `--weight-decay`
 (the budget's settings changed), `--lexical` and `--input-feed` (`VariantSeq2Seq`), `--rebatch`
-(new length-sorted batches each epoch; the task draws them once per run). Quality only: two of
+(new length-sorted batches each epoch; the task draws them once per run), `--entries N` (the
+dictionary entries trained on, `-o entries`). Quality only: two of
 these may run side by side with `--threads 1`; their times are then not comparable with
 `rnnbench run`'s. One seed here is weak evidence: dropout 0.2 beat 0.3 on two seeds of this loop
 and lost on the mean of three `rnnbench run` seeds (README).
@@ -126,12 +127,14 @@ def main() -> None:
     parser.add_argument("--lexical", action="store_true", help="attention reads the source embeddings too")
     parser.add_argument("--input-feed", action="store_true", help="the decoder reads the previous attentional vector")
     parser.add_argument("--rebatch", action="store_true", help="new length-sorted batches each epoch")
+    parser.add_argument("--entries", type=int, default=None,
+                        help="dictionary entries trained on beside the sentences (default: the task's)")
     parser.add_argument("--alphas", default="1.0", help="comma-separated length-normalisation exponents for the test")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    task = TASKS.get(TASK).configured({})
+    task = TASKS.get(TASK).configured({} if args.entries is None else {"entries": str(args.entries)})
     budget = replace(task.budget("quick"), max_epochs=args.epochs, orthogonal_init=args.orthogonal)
     if args.lr:
         budget = replace(budget, lr=args.lr)

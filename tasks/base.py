@@ -72,7 +72,10 @@ class Baseline:
 
 def positive_int(text: str) -> int:
     """A task option's parser: an integer >= 1."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
         raise ValueError("must be a positive integer")
     return value

@@ -21,6 +21,8 @@ DING_NAMES = ("translation/ding-de-en.txt.gz", "translation/ding-de-en.txt")
 DING_SYSTEM_PATH = Path("/usr/share/trans/de-en")  # Debian/Ubuntu: apt-get install trans-de-en
 SENTENCE_END = (".", "!", "?")
 ANNOTATION = re.compile(r"\s*(\{[^}]*\}|\[[^\]]*\])")  # {grammar} and [register, field]
+ENTRY_NOTES = re.compile(r"\([^)]*\)|<>")
+ENTRY_BRACKETS = set("{}[]()")  # an entry left with one (nested or unbalanced notes) is not kept
 SPLIT_BUCKETS = 1000
 TEST_BUCKETS, VALIDATION_BUCKETS = 50, 50  # 5 % test, 5 % validation, 90 % train
 MIN_PAIRS = 100
@@ -32,9 +34,16 @@ class Corpus:
     pairs: list[tuple[str, str]]
     counts: Counter = field(default_factory=Counter)  # reason -> lines or alternatives not kept
     md5: str = ""
+    # a dictionary's word and phrase entries (not sentences), which training may add: see `entries_to_add`
+    entries: list[tuple[str, str]] = field(default_factory=list)
+
+    entries_trained_on: int = 0
 
     def summary(self) -> dict[str, object]:
-        return {"path": str(self.path), "md5": self.md5, "pairs": len(self.pairs), "not kept": dict(self.counts)}
+        summary = {"path": str(self.path), "md5": self.md5, "pairs": len(self.pairs), "not kept": dict(self.counts)}
+        if self.entries_trained_on:
+            summary["dictionary entries trained on"] = self.entries_trained_on
+        return summary
 
 
 def _lines(path: Path) -> tuple[list[bytes], str]:
@@ -69,6 +78,12 @@ def _clean(text: str) -> str:
     return " ".join(ANNOTATION.sub("", text).split())
 
 
+def _clean_entry(text: str) -> str:
+    """An entry as a phrase: annotations, bracketed notes "(von jdm./etw.)" and the `<>` marks of
+    separable parts removed."""
+    return " ".join(ENTRY_NOTES.sub(" ", _clean(text)).split())
+
+
 @functools.lru_cache(maxsize=4)
 def _parse_ding_cached(path: Path, mtime: float) -> Corpus:
     lines, md5 = _lines(path)
@@ -85,17 +100,23 @@ def _parse_ding_cached(path: Path, mtime: float) -> Corpus:
             corpus.counts["lines whose alternatives do not align"] += 1
             continue
         for de, en in zip(german_alts, english_alts):
-            de, en = _clean(de.split("; ")[0]), _clean(en.split("; ")[0])
-            if de.endswith(SENTENCE_END) and en.endswith(SENTENCE_END):
-                corpus.pairs.append((de, en))
+            sentence = _clean(de.split("; ")[0]), _clean(en.split("; ")[0])
+            if sentence[0].endswith(SENTENCE_END) and sentence[1].endswith(SENTENCE_END):
+                corpus.pairs.append(sentence)
             else:
                 corpus.counts["alternatives that are not sentence pairs"] += 1
+                # notes first: "{rode; ridden}" holds the separator of variants
+                entry = _clean_entry(de).split("; ")[0], _clean_entry(en).split("; ")[0]
+                if all(entry) and not ENTRY_BRACKETS & set(entry[0] + entry[1]):
+                    corpus.entries.append(entry)
+    corpus.entries = list(dict.fromkeys(corpus.entries))
     return _dedupe(corpus)
 
 
 def parse_ding(path: Path) -> Corpus:
     """Sentence pairs of the Ding dictionary: alternatives (` | `) whose both sides end in . ! or ?,
-    the first `; ` variant, annotations `{...}` and `[...]` removed, duplicates dropped."""
+    the first `; ` variant, annotations `{...}` and `[...]` removed, duplicates dropped. The other
+    alternatives (words and phrases) are kept apart as `entries`, bracketed notes removed too."""
     return _parse_ding_cached(path, path.stat().st_mtime)
 
 
@@ -154,3 +175,24 @@ def split_pairs(corpus: Corpus) -> dict[str, list[tuple[str, str]]]:
             f"get one (sizes: {', '.join(f'{k} {len(v)}' for k, v in splits.items())})"
         )
     return splits
+
+
+def _words(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+WORD = re.compile(r"\w+")
+
+
+def entries_to_add(corpus: Corpus, splits: dict[str, list[tuple[str, str]]], limit: int) -> list[tuple[str, str]]:
+    """Up to `limit` of the corpus's dictionary entries to train on beside the training sentences:
+    those whose source words all occur in the training sentences' sources (the words the task is
+    about, not the dictionary's 300k technical terms), none whose words equal a validation or test
+    source's, chosen in the order of a hash of the entry (the same entries whatever the run, cell
+    or file order)."""
+    known = {word for source, _ in splits["train"] for word in _words(source)}
+    held_out = {" ".join(_words(source)) for name in ("val", "test") for source, _ in splits[name]}
+    usable = [e for e in corpus.entries
+              if all(w in known for w in _words(e[0])) and " ".join(_words(e[0])) not in held_out]
+    digest = lambda entry: hashlib.sha1("\t".join(entry).encode("utf-8")).digest()
+    return sorted(usable, key=digest)[:limit]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 
 import pytest
 import sacrebleu
@@ -13,8 +14,10 @@ from bench.cli import app
 from bench.store import ResultsStore
 from tasks import ModelConfig
 from tasks.data import DataError
-from tasks.translation import BOS, EOS, LENGTH_EXPONENTS, PAD, SacreBLEUStat, Seq2Seq, TranslationData
-from tasks.translation_data import find_ding, parse_ding, parse_tsv, split_of, split_pairs
+from tasks.translation import (BATCH_TOKENS_PER_PAIR, BOS, EOS, LENGTH_EXPONENTS, PAD, SacreBLEUStat, Seq2Seq,
+                               TranslationData)
+from tasks.translation_data import _words as words
+from tasks.translation_data import entries_to_add, find_ding, parse_ding, parse_tsv, split_of, split_pairs
 
 runner = CliRunner()
 
@@ -49,6 +52,44 @@ def test_ding_parser_on_real_lines(tmp_path, shared_data):
         ("Noch ist nicht aller Tage Abend.", "It’s not over until it’s over."),
     ]
     assert corpus.counts["alternatives that are not sentence pairs"] == 2
+    # those two are the dictionary entries a task may train on, annotations and notes removed
+    assert corpus.entries == [("Abänderung", "modification"), ("Abänderungen", "modifications")]
+
+
+def test_dictionary_entries_added_to_training_are_known_words_and_never_held_out(ding):
+    splits = split_pairs(ding)
+    chosen = entries_to_add(ding, splits, 5_000)
+    assert len(chosen) == 5_000 and len(set(chosen)) == 5_000
+    known = {w for source, _ in splits["train"] for w in words(source)}
+    held_out = {" ".join(words(source)) for name in ("val", "test") for source, _ in splits[name]}
+    assert all(set(words(de)) <= known and " ".join(words(de)) not in held_out for de, _ in chosen)
+    assert not any(c in de + en for de, en in chosen for c in "{}[]()")
+    # a held-out source given as an entry (without its full stop) is never trained on
+    source = splits["test"][0][0]
+    leaky = replace(ding, entries=[(source.rstrip(".!?"), "leak")] + ding.entries[:1000])
+    assert (source.rstrip(".!?"), "leak") not in entries_to_add(leaky, splits, 10_000)
+    # the choice does not depend on the file's order, and a smaller limit takes a prefix
+    shuffled = replace(ding, entries=ding.entries[::-1])
+    assert entries_to_add(shuffled, splits, 5_000) == chosen
+    assert entries_to_add(ding, splits, 100) == chosen[:100]
+
+
+def test_training_batches_add_the_entries_and_batch_short_pairs_by_tokens(ding, tmp_path):
+    data = TranslationData(lambda: ding, batch_size=32, vocab_size=400, run_dir=tmp_path, dictionary_entries=3_000)
+    data.prepare_data()
+    data.setup("fit")
+    assert len(data.entries) > 2_900 and data.corpus.summary()["dictionary entries trained on"] == len(data.entries)
+    train = data.batches("train")
+    # every sentence and entry once an epoch; validation and test hold sentences only
+    assert sorted(p for batch in train for _, _, p in batch) == sorted(p for _, _, p in data.splits["train"] + data.entries)
+    entries = {p for _, _, p in data.entries}
+    assert not entries & {p for batch in data.batches("val") + data.batches("test") for _, _, p in batch}
+    cap = 32 * BATCH_TOKENS_PER_PAIR
+    for batch in train:
+        longest = max(len(s) + len(t) for s, t, _ in batch)
+        assert len(batch) <= 32 or len(batch) * longest <= cap
+    assert max(len(b) for b in train) > 32  # short pairs come in larger batches
+    assert all(len(b) == 32 for b in data.batches("val")[:-1])
 
 
 def test_split_is_by_source_and_cannot_leak(ding):
@@ -230,7 +271,9 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
-    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "score": "general"}
+    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "score": "general",
+                                                       "entries": 10_000}
+    assert artifacts["corpus"]["dictionary entries trained on"] > 9_500
     # the length exponent: the one of the grid with the highest validation BLEU, used for the test
     val_bleu = {float(a): b for a, b in artifacts["length_exponent_val_bleu"].items()}
     assert sorted(val_bleu) == list(LENGTH_EXPONENTS)
@@ -250,6 +293,8 @@ def test_tsv_task_runs_on_a_user_corpus_and_needs_one(ding, shared_data, tmp_pat
     assert result.exit_code == 2 and "task option corpus='/nowhere.tsv': no such file" in result.output
     result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "length=short"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "task option length='short': must be val or a number from 0 to 5" in result.output
+    result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "entries=100"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "has no option 'entries'; its options: beam, length, corpus" in result.output
     result = runner.invoke(app, [*args, "-o", "beam"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "--task-option must be NAME=VALUE, got 'beam'" in result.output
     result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "length=0"], env={"COLUMNS": "200"})
@@ -259,3 +304,12 @@ def test_tsv_task_runs_on_a_user_corpus_and_needs_one(ding, shared_data, tmp_pat
     assert row["artifacts"]["length_exponent"] == 0.0 and row["artifacts"]["length_exponent_val_bleu"] is None
     assert row["artifacts"]["corpus"]["not kept"]["lines with extra columns (ignored)"] == 400
     assert row["config"]["task_config"]["corpus_md5"]
+
+
+def test_entries_option_is_checked(shared_data, tmp_path):
+    args = ["run", "--task", "translation-de-en-attention", "--cell", "rnn_fused", "--budget", "smoke",
+            "--out", str(tmp_path), "--data-dir", str(shared_data)]
+    for bad in ("-1", "many"):
+        result = runner.invoke(app, [*args, "-o", f"entries={bad}"], env={"COLUMNS": "200"})
+        assert result.exit_code == 2 and f"task option entries='{bad}'" in result.output, result.output
+        assert "must be 0 or a positive integer" in result.output
