@@ -10,9 +10,10 @@ encoder may be bidirectional, its final state is bridged to the decoder's initia
 Luong et al. 2015, or `-o score=additive` for Bahdanau et al. 2015's), applied to the decoder's
 outputs (the placement of Luong et al. 2015), so that teacher forcing runs the decoder over the
 whole target in one call of the cell. Source and target share one BPE vocabulary (Hugging Face
-`tokenizers`) trained on the training split and saved with the run. Validation decodes
-greedily; the test decodes with beam search (width 5, or `--task-option beam=K`; 1 decodes
-greedily). Metrics: corpus BLEU and chrF with SacreBLEU's standard settings (signatures stored
+`tokenizers`) trained on the training split and saved with the run. The Ding tasks also train on
+the dictionary's word and phrase entries (`-o entries=N`; `entries_to_add` says which).
+Validation decodes greedily; the test decodes with beam search (width 5, or `--task-option
+beam=K`; 1 decodes greedily). Metrics: corpus BLEU and chrF with SacreBLEU's standard settings (signatures stored
 with the run), and token-level perplexity under teacher forcing.
 """
 
@@ -41,13 +42,14 @@ SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>"]
 MAX_TRAIN_TOKENS = 48  # longer training pairs (either side, in BPE tokens) are left out and counted
 VOCAB_SIZE = {"smoke": 400, "quick": 4000, "paper": 8000}  # quick: 2,000 scored BLEU 4.0 where 4,000 scored 4.2
 EXAMPLES = 6
-# the dictionary entries a Ding task trains on beside the sentences (`-o entries`; version 7). The
-# quick LSTM, seed 0, bare loop, 14 epochs: test BLEU 5.50 / chrF 22.45 with 20,000 against 4.57 /
-# 21.19 without; 20,000 made an epoch 1.44x as long (LSTM; GRU 1.57x), 10,000 1.21x (1.14x), so
-# version 7 trains on 10,000 for 12 epochs, about version 6's time (README)
-DICTIONARY_ENTRIES = 10_000
-# a training batch holds `batch_size` pairs, or more short ones: count * longest pair's tokens
-# (source + target) <= batch_size * this; sentences average 28 tokens, dictionary entries about 8
+# the dictionary entries a Ding task trains on beside the sentences by default (`-o entries=N`).
+# Measured (README): the quick LSTM, seed 0, bare loop, 14 epochs: test BLEU 5.50 / chrF 22.45
+# with 20,000 against 4.57 / 21.19 without, but an epoch took 1.44x as long (the GRU's 1.57x);
+# 20,000 with 10 epochs scored 3.83 / 20.50, and `rnnbench run` with 10,000 and 12 epochs 4.30 /
+# 20.13 in 660 s of training: within the quick budget's 8 minutes they do not pay, so 0
+DICTIONARY_ENTRIES = 0
+# a batch of dictionary entries holds `batch_size` of them, or more: count * longest entry's tokens
+# (source + target) <= batch_size * this; sentences average 28 tokens, entries about 10
 BATCH_TOKENS_PER_PAIR = 20
 
 
@@ -181,7 +183,7 @@ class TranslationData(L.LightningDataModule):
             sources, targets = self.encode([s for s, _ in chosen]), self.encode([t for _, t in chosen])
             self.entries = [(s, t, pair) for s, t, pair in zip(sources, targets, chosen)
                             if 0 < len(s) <= MAX_TRAIN_TOKENS and 0 < len(t) <= MAX_TRAIN_TOKENS]
-            self.corpus.entries_trained_on = len(self.entries)
+        self.corpus.entries_trained_on = len(self.entries)
 
     @staticmethod
     def collate(items) -> dict:
@@ -201,22 +203,30 @@ class TranslationData(L.LightningDataModule):
     def batches(self, name: str) -> list[list]:
         """Batches of pairs of similar length, so that little of a batch is padding.
 
-        Training: the pairs (the sentences and any dictionary entries) shuffled (seeded by the
-        run's seed), cut into chunks of 50 batches, each chunk sorted by length and cut into
-        batches of `batch_size` pairs, or more where the pairs are short: a batch takes pairs
-        while their count times its longest pair's tokens (source and target) stays within
-        `batch_size * BATCH_TOKENS_PER_PAIR`, so that a batch of short dictionary entries costs
-        about what a batch of sentences does; the loader shuffles the batches. Validation and
-        test: sorted by length, `batch_size` pairs each. Either way the items are whole batches,
-        so that DDP shards them across processes like any data set.
+        Training: the pairs shuffled (seeded by the run's seed), cut into chunks of 50 batches,
+        each chunk sorted by length and cut into batches; the loader shuffles the batches.
+        Dictionary entries (`-o entries`), when trained on, are shuffled and sorted the same way
+        after the sentences, apart from them, into batches of `batch_size` entries or more: a
+        batch takes entries while their count times its longest entry's tokens (source and
+        target) stays within `batch_size * BATCH_TOKENS_PER_PAIR`, so that a batch of short
+        entries costs about what a batch of sentences does; the sentences' batches are the same
+        with or without entries. Validation and test: sorted by length. Either way the items are
+        whole batches, so that DDP shards them across processes like any data set.
         """
-        items = self.splits[name] + (self.entries if name == "train" else [])
-        if name == "train":
-            order = torch.randperm(len(items), generator=torch.Generator().manual_seed(torch.initial_seed())).tolist()
+        generator = torch.Generator().manual_seed(torch.initial_seed())
+        batches = self._sorted_batches(self.splits[name], generator if name == "train" else None, 0)
+        if name == "train" and self.entries:
+            batches += self._sorted_batches(self.entries, generator, self.batch_size * BATCH_TOKENS_PER_PAIR)
+        return batches
+
+    def _sorted_batches(self, items: list, generator: torch.Generator | None, tokens: int) -> list[list]:
+        """`items` in the order of `generator` (None: as they are, all in one chunk), chunks of 50
+        batches sorted by length, cut into batches of `batch_size` items, or more while their
+        count times the longest item's tokens stays within `tokens`."""
+        if generator is not None:
+            order, chunk = torch.randperm(len(items), generator=generator).tolist(), self.batch_size * 50
         else:
-            order = list(range(len(items)))
-        chunk = self.batch_size * (50 if name == "train" else len(items))
-        tokens = self.batch_size * BATCH_TOKENS_PER_PAIR if name == "train" else 0
+            order, chunk = list(range(len(items))), max(len(items), 1)
         batches = []
         for start in range(0, len(order), chunk):
             part = sorted(order[start : start + chunk], key=lambda i: (len(items[i][0]), len(items[i][1])))
@@ -485,10 +495,9 @@ BUDGETS = {
     # 2-core CPU then. Version 5's LSTM epochs cost 10-19 % less (the output layer at real positions
     # only; the GRU's 5-12 %), so 14 epochs take about 7 minutes at the speed version 4's 12 were
     # measured at (an estimate: the machine that ran version 5 was slower; README)
-    # version 7: 12 epochs, with 10,000 dictionary entries beside the sentences
-    "quick": Budget(max_epochs=12, batch_size=64, hidden_size=256, lr=4e-3,
-                    note="12 epochs, hidden 256, embedding 128, dropout 0.3, label smoothing 0.1, BPE 4000 "
-                    "(punctuation split off), 10,000 dictionary entries, beam 5"),
+    "quick": Budget(max_epochs=14, batch_size=64, hidden_size=256, lr=4e-3,
+                    note="14 epochs, hidden 256, embedding 128, dropout 0.3, label smoothing 0.1, BPE 4000 "
+                    "(punctuation split off), beam 5"),
     "paper": Budget(max_epochs=30, batch_size=64, hidden_size=512, lr=1e-3, note="30 epochs, hidden 512"),
 }
 
@@ -497,10 +506,9 @@ class TranslationTask(Task):
     # 2: embedding size apart from the hidden size, dropout, label smoothing; 3: general attention
     # score (`-o score=additive`: version 2's), beam 5 at the test by default; 4: 12 epochs on quick;
     # 5: punctuation split off before BPE, 14 epochs on quick; 6: the test's length exponent
-    # chosen on the validation split (`-o length=val`; version 5 ranked per token, `-o length=1`);
-    # 7: the Ding tasks train on 20,000 of the dictionary's word and phrase entries beside its
-    # sentences (`-o entries=N`), short pairs batched by tokens
-    version = 7
+    # chosen on the validation split (`-o length=val`; version 5 ranked per token, `-o length=1`).
+    # `-o entries=N` (dictionary entries trained on) came later; its default, 0, is version 6
+    version = 6
     primary_metric = "bleu"
     target = 4.0  # the quick floor with attention
     higher_is_better = True

@@ -23,6 +23,7 @@ SENTENCE_END = (".", "!", "?")
 ANNOTATION = re.compile(r"\s*(\{[^}]*\}|\[[^\]]*\])")  # {grammar} and [register, field]
 ENTRY_NOTES = re.compile(r"\([^)]*\)|<>")
 ENTRY_BRACKETS = set("{}[]()")  # an entry left with one (nested or unbalanced notes) is not kept
+WORD = re.compile(r"\w+")  # words, to compare an entry's source with the sentences'
 SPLIT_BUCKETS = 1000
 TEST_BUCKETS, VALIDATION_BUCKETS = 50, 50  # 5 % test, 5 % validation, 90 % train
 MIN_PAIRS = 100
@@ -36,8 +37,7 @@ class Corpus:
     md5: str = ""
     # a dictionary's word and phrase entries (not sentences), which training may add: see `entries_to_add`
     entries: list[tuple[str, str]] = field(default_factory=list)
-
-    entries_trained_on: int = 0
+    entries_trained_on: int = 0  # set by the data module that trains on some
 
     def summary(self) -> dict[str, object]:
         summary = {"path": str(self.path), "md5": self.md5, "pairs": len(self.pairs), "not kept": dict(self.counts)}
@@ -179,9 +179,6 @@ def split_pairs(corpus: Corpus) -> dict[str, list[tuple[str, str]]]:
 
 def _words(text: str) -> list[str]:
     return WORD.findall(text.lower())
-
-
-WORD = re.compile(r"\w+")
 
 
 def entries_to_add(corpus: Corpus, splits: dict[str, list[tuple[str, str]]], limit: int) -> list[tuple[str, str]]:

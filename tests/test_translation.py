@@ -74,21 +74,28 @@ def test_dictionary_entries_added_to_training_are_known_words_and_never_held_out
     assert entries_to_add(ding, splits, 100) == chosen[:100]
 
 
-def test_training_batches_add_the_entries_and_batch_short_pairs_by_tokens(ding, tmp_path):
+def test_training_batches_add_the_entries_by_tokens_and_keep_the_sentences_batches(ding, tmp_path):
+    torch.manual_seed(5)
+    plain = TranslationData(lambda: ding, batch_size=32, vocab_size=400, run_dir=tmp_path)
+    plain.prepare_data()
+    plain.setup("fit")
+    assert plain.entries == [] and "dictionary entries trained on" not in plain.corpus.summary()
     data = TranslationData(lambda: ding, batch_size=32, vocab_size=400, run_dir=tmp_path, dictionary_entries=3_000)
-    data.prepare_data()
     data.setup("fit")
     assert len(data.entries) > 2_900 and data.corpus.summary()["dictionary entries trained on"] == len(data.entries)
     train = data.batches("train")
-    # every sentence and entry once an epoch; validation and test hold sentences only
+    # every sentence and entry once an epoch; the sentences' batches are those of a run without entries
     assert sorted(p for batch in train for _, _, p in batch) == sorted(p for _, _, p in data.splits["train"] + data.entries)
+    sentences = plain.batches("train")
+    assert train[: len(sentences)] == sentences and all(len(b) == 32 for b in sentences[:49])
     entries = {p for _, _, p in data.entries}
+    assert all(p in entries for batch in train[len(sentences):] for _, _, p in batch)
     assert not entries & {p for batch in data.batches("val") + data.batches("test") for _, _, p in batch}
     cap = 32 * BATCH_TOKENS_PER_PAIR
-    for batch in train:
+    for batch in train[len(sentences):]:
         longest = max(len(s) + len(t) for s, t, _ in batch)
         assert len(batch) <= 32 or len(batch) * longest <= cap
-    assert max(len(b) for b in train) > 32  # short pairs come in larger batches
+    assert max(len(b) for b in train[len(sentences):]) > 32  # short entries come in larger batches
     assert all(len(b) == 32 for b in data.batches("val")[:-1])
 
 
@@ -271,9 +278,7 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
-    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "score": "general",
-                                                       "entries": 10_000}
-    assert artifacts["corpus"]["dictionary entries trained on"] > 9_500
+    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "score": "general", "entries": 0}
     # the length exponent: the one of the grid with the highest validation BLEU, used for the test
     val_bleu = {float(a): b for a, b in artifacts["length_exponent_val_bleu"].items()}
     assert sorted(val_bleu) == list(LENGTH_EXPONENTS)
@@ -313,3 +318,8 @@ def test_entries_option_is_checked(shared_data, tmp_path):
         result = runner.invoke(app, [*args, "-o", f"entries={bad}"], env={"COLUMNS": "200"})
         assert result.exit_code == 2 and f"task option entries='{bad}'" in result.output, result.output
         assert "must be 0 or a positive integer" in result.output
+    result = runner.invoke(app, [*args, "-o", "entries=300"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (row,) = ResultsStore(tmp_path).rows()
+    assert row["config"]["task_config"]["options"]["entries"] == 300
+    assert 290 <= row["artifacts"]["corpus"]["dictionary entries trained on"] <= 300
