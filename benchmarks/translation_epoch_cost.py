@@ -1,14 +1,10 @@
-"""One training epoch of the quick translation model, an earlier way against today's, in turn.
+"""One training epoch of the quick translation model, version 4's way against version 5's, in turn.
 
     python benchmarks/translation_epoch_cost.py --data-dir ../shared/data --cell lstm_fused --cell gru_fused
-    python benchmarks/translation_epoch_cost.py --data-dir ../shared/data --against packing
 
-`--against version4` (the default): version 4 left punctuation attached to words in the
-tokenizer and computed the output layer at every target position (padding ignored by the loss);
-version 5 splits punctuation off and computes the output layer at the real positions only
-(`Seq2Seq.scored`). `--against packing`: every batch's source packed by length in the encoder,
-as before cells skipped packing when all lengths fill the batch (`RecurrentCell.forward`),
-against today's cells, on today's data. Each round trains a fresh network
+Version 4: punctuation left attached to words by the tokenizer, the output layer computed at
+every target position (padding ignored by the loss). Version 5: punctuation split off, the
+output layer at the real positions only (`Seq2Seq.scored`). Each round trains a fresh network
 for one epoch of the training batches (the task's data, network, AdamW, clipping; no
 validation), alternating the two, and prints the seconds and their ratio: timings on a shared
 machine drift, so only ratios measured in one command compare.
@@ -17,7 +13,6 @@ machine drift, so only ratios measured in one command compare.
 from __future__ import annotations
 
 import argparse
-import functools
 import tempfile
 import time
 from pathlib import Path
@@ -38,24 +33,18 @@ def version_4_loss(network, batch, label_smoothing: float):
                                        label_smoothing=label_smoothing)
 
 
-def always_packed(cell, x, state=None, lengths=None):
-    return cell._run(x, state, lengths)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--cell", action="append", help="repeatable (default: lstm_fused)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--against", choices=("version4", "packing"), default="version4")
     parser.add_argument("--batches", type=int, default=None, help="the first N batches only (default: the epoch)")
     args = parser.parse_args()
     task = TASKS.get(TASK).configured({})
     budget = task.budget("quick")
     setups = {}
-    old = "4" if args.against == "version4" else "packed"
     with tempfile.TemporaryDirectory() as folder:
-        for version, split in ((old, args.against != "version4"), ("5", True)):
+        for version, split in (("4", False), ("5", True)):
             data = task.datamodule(Path(args.data_dir) if args.data_dir else None, budget.batch_size, "quick",
                                    run_dir=Path(folder) / version)
             data.split_punctuation = split
@@ -63,13 +52,11 @@ def main() -> None:
             data.setup("fit")
             setups[version] = (data, list(data.train_dataloader())[: args.batches])
     for cell in args.cell or ["lstm_fused"]:
-        seconds = {old: [], "5": []}
+        seconds = {"4": [], "5": []}
         for round_ in range(args.rounds):
             for version, (data, batches) in setups.items():
                 torch.manual_seed(round_)
                 network = initialise_cells(task.network(ModelConfig(cell, budget.hidden_size), data, "quick"), budget)
-                if version == "packed":  # the cell's own path, lengths passed on even when all are full
-                    network.encoder.forward = functools.partial(always_packed, network.encoder)
                 optimizer, _ = optimizer_and_schedule(network.parameters(), budget, len(batches))
                 start = time.perf_counter()
                 for batch in batches:
@@ -82,9 +69,8 @@ def main() -> None:
                     nn.utils.clip_grad_norm_(network.parameters(), budget.grad_clip)
                     optimizer.step()
                 seconds[version].append(time.perf_counter() - start)
-        ratios = [new / before for before, new in zip(seconds[old], seconds["5"])]
-        label = "version 4" if old == "4" else "every batch packed"
-        print(f"{cell}: {label} {', '.join(f'{s:.1f}' for s in seconds[old])} s, today "
+        ratios = [new / old for old, new in zip(seconds["4"], seconds["5"])]
+        print(f"{cell}: version 4 {', '.join(f'{s:.1f}' for s in seconds['4'])} s, version 5 "
               f"{', '.join(f'{s:.1f}' for s in seconds['5'])} s for {len(setups['5'][1])} batches; "
               f"ratio {', '.join(f'{r:.2f}' for r in ratios)}", flush=True)
 

@@ -177,28 +177,6 @@ def test_padding_does_not_change_results(name):
 
 
 @pytest.mark.parametrize("name", EAGER)
-def test_full_lengths_skip_packing_with_the_same_results(name):
-    """Lengths that all equal T take the unpacked path (`forward` drops them) and give what the
-    packed or masked path gives, outputs, final state and gradients."""
-    torch.manual_seed(0)
-    cell = build_cell(name, 3, 4, num_layers=2, bidirectional=True).double()
-    x = torch.randn(3, 5, 3, dtype=torch.float64)
-    full = torch.tensor([5, 5, 5])
-    seen = []
-    run = cell._run
-    cell._run = lambda x, state, lengths: seen.append(lengths) or run(x, state, lengths)
-    shortcut = run_and_grad(cell, x, None, full, seed=2)
-    assert seen == [None], "full lengths must not reach the packed path"
-    cell._run = lambda x, state, lengths: run(x, state, full)  # the packed or masked path, forced
-    packed = run_and_grad(cell, x, None, full, seed=2)
-    torch.testing.assert_close(shortcut[0], packed[0])
-    for a, b in zip(shortcut[1], packed[1]):
-        torch.testing.assert_close(a, b)
-    for key in packed[2]:
-        torch.testing.assert_close(shortcut[2][key], packed[2][key], msg=lambda m, key=key: f"grad of {key}: {m}")
-
-
-@pytest.mark.parametrize("name", EAGER)
 def test_shapes_and_state_form(name):
     spec = CELLS.get(name)
     cell = build_cell(name, 3, 4, num_layers=3, bidirectional=True)
