@@ -10,11 +10,11 @@ encoder may be bidirectional, its final state is bridged to the decoder's initia
 Luong et al. 2015, or `-o score=additive` for Bahdanau et al. 2015's), applied to the decoder's
 outputs (the placement of Luong et al. 2015), so that teacher forcing runs the decoder over the
 whole target in one call of the cell. Source and target share one BPE vocabulary (Hugging Face
-`tokenizers`) trained on the training split and saved with the run. The Ding tasks also train on
-the dictionary's word and phrase entries (`-o entries=N`; `entries_to_add` says which).
+`tokenizers`) trained on the training split and saved with the run. The Ding tasks can also
+train on the dictionary's word and phrase entries (`-o entries=N`; `entries_to_add` says which).
 Validation decodes greedily; the test decodes with beam search (width 5, or `--task-option
-beam=K`; 1 decodes greedily). Metrics: corpus BLEU and chrF with SacreBLEU's standard settings (signatures stored
-with the run), and token-level perplexity under teacher forcing.
+beam=K`; 1 decodes greedily). Metrics: corpus BLEU and chrF with SacreBLEU's standard settings
+(signatures stored with the run), and token-level perplexity under teacher forcing.
 """
 
 from __future__ import annotations
