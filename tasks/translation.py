@@ -43,9 +43,9 @@ MAX_TRAIN_TOKENS = 48  # longer training pairs (either side, in BPE tokens) are 
 VOCAB_SIZE = {"smoke": 400, "quick": 4000, "paper": 8000}  # quick: 2,000 scored BLEU 4.0 where 4,000 scored 4.2
 EXAMPLES = 6
 # the dictionary entries a Ding task trains on beside the sentences by default (`-o entries=N`).
-# Measured with `rnnbench run`, the quick LSTM, seed 0 (README): 10,000 entries in 12 epochs
-# BLEU 4.30 / chrF 20.13 in 660 s of training; 20,000 in 14 epochs 4.46 / 21.29 (perplexity 28.3)
-# in 866 s; none in 14 epochs (version 6) 4.57 / 21.19 in 417 s: not worth their time, so 0
+# Measured with `rnnbench run`, the quick LSTM (README): 20,000 in 14 epochs, three seeds, BLEU
+# 5.16 / chrF 22.17 against version 6's 4.71 / 21.19, but in 700-866 s of training against 417-432;
+# 10,000 in 12 epochs (seed 0) 4.30 / 20.13 in 660 s. Over the quick budget's 8 minutes, so 0
 DICTIONARY_ENTRIES = 0
 # a batch of dictionary entries holds `batch_size` of them, or more: count * longest entry's tokens
 # (source + target) <= batch_size * this; sentences average 28 tokens, entries about 10
