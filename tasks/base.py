@@ -70,15 +70,24 @@ class Baseline:
     network: Any
 
 
-def positive_int(text: str) -> int:
-    """A task option's parser: an integer >= 1."""
+def _int_at_least(text: str, low: int, wanted: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError("must be a positive integer")
+        value = low - 1
+    if value < low:
+        raise ValueError(f"must be {wanted}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """A task option's parser: an integer >= 1."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """A task option's parser: an integer >= 0."""
+    return _int_at_least(text, 0, "0 or a positive integer")
 
 
 @dataclass(frozen=True)

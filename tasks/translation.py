@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from cells import build_cell
-from tasks.base import Baseline, Budget, ModelConfig, Option, StateBridge, Task, positive_int, register_task
+from tasks.base import (Baseline, Budget, ModelConfig, Option, StateBridge, Task, non_negative_int, positive_int,
+                        register_task)
 from tasks.data import DataError
 from tasks.translation_data import Corpus, entries_to_add, find_ding, parse_ding, parse_tsv, split_pairs
 
@@ -450,16 +451,6 @@ def _length_exponent(text: str) -> str | float:
     return value
 
 
-def _entry_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError("must be 0 or a positive integer")
-    return value
-
-
 def _existing_file(text: str) -> str:
     path = Path(text).expanduser()
     if not path.is_file():
@@ -529,7 +520,7 @@ class TranslationTask(Task):
         if tsv:
             self.options["corpus"] = Option(None, _existing_file, "path of a source<TAB>target file")
         else:
-            self.options["entries"] = Option(DICTIONARY_ENTRIES, _entry_count, "how many of the dictionary's word "
+            self.options["entries"] = Option(DICTIONARY_ENTRIES, non_negative_int, "how many of the dictionary's word "
                                              "and phrase entries to train on beside its sentences (0: sentences only)")
 
     def load_corpus(self, data_dir) -> Corpus:
@@ -537,7 +528,7 @@ class TranslationTask(Task):
             if not self.settings["corpus"]:
                 raise DataError(f"task {self.name} needs --task-option corpus=PATH (a source<TAB>target file)")
             return parse_tsv(Path(self.settings["corpus"]))
-        return parse_ding(find_ding(data_dir))
+        return parse_ding(find_ding(data_dir), entries=self.settings["entries"] > 0)
 
     def configured(self, raw):
         task = super().configured(raw)
