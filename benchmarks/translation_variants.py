@@ -17,7 +17,8 @@ from an unseeded generator, so such runs do not repeat), `--lr`, `--orthogonal` 
 weights orthogonal at initialisation), `--embed`, `--dropout`, `--smoothing`, `--weight-decay`
 (the budget's settings changed), `--lexical` and `--input-feed` (`VariantSeq2Seq`), `--rebatch`
 (new length-sorted batches each epoch; the task draws them once per run), `--entries N` (the
-dictionary entries trained on, `-o entries`). Quality only: two of
+dictionary entries trained on, `-o entries`), `--output generate` (version 6's output layer,
+without copying: `-o output`). Quality only: two of
 these may run side by side with `--threads 1`; their times are then not comparable with
 `rnnbench run`'s. One seed here is weak evidence: dropout 0.2 beat 0.3 on two seeds of this loop
 and lost on the mean of three `rnnbench run` seeds (README).
@@ -46,7 +47,8 @@ class VariantSeq2Seq(Seq2Seq):
     """The task's network with two variants measured for version 6: `lexical`, the attention reads
     the source embeddings beside the encoder's outputs (a cheap form of Nguyen & Chiang 2018's
     lexical model); `input_feed`, the decoder reads the previous step's attentional vector beside
-    the embedding (Luong et al. 2015), so it runs one step at a time."""
+    the embedding (Luong et al. 2015), so it runs one step at a time. Neither copies from the
+    source (version 6's output layer)."""
 
     def __init__(self, model, vocab_size, settings, lexical: bool, input_feed: bool):
         super().__init__(model, vocab_size, True, settings.embed, settings.dropout, settings.label_smoothing)
@@ -68,20 +70,20 @@ class VariantSeq2Seq(Seq2Seq):
         state = self.bridge(state)
         if self.input_feed:  # the previous step's attentional vector rides in the state: (1, B, H)
             state = (*state, state[0].new_zeros(1, src.shape[0], self.combine.out_features))
-        return memory, mask, state
+        return memory, translation.Source(mask, src), state
 
-    def features(self, tgt_in, state, memory, mask):
+    def features(self, tgt_in, state, memory, source):
         if not self.input_feed:
-            return super().features(tgt_in, state, memory, mask)
+            return super().features(tgt_in, state, memory, source)
         embedded = self.drop(self.embedding(tgt_in))  # (B, T, E)
         *cell, feed = state
         cell, feed = tuple(cell), feed.transpose(0, 1)  # feed (B, 1, H)
         outputs = []
         for t in range(embedded.shape[1]):
             output, cell = self.decoder(torch.cat([embedded[:, t : t + 1], feed], dim=-1), cell)  # (B, 1, H)
-            feed = torch.tanh(self.combine(torch.cat([output, self.attention(output, memory, mask)], dim=-1)))
+            feed = torch.tanh(self.combine(torch.cat([output, self.attention(output, memory, source.mask)], dim=-1)))
             outputs.append(feed)
-        return self.drop(torch.cat(outputs, dim=1)), (*cell, feed.transpose(0, 1))
+        return translation.Features(self.drop(torch.cat(outputs, dim=1))), (*cell, feed.transpose(0, 1))
 
 
 def score(network, datamodule, split: str, beam: int, alpha: float = 1.0) -> dict[str, float]:
@@ -126,6 +128,8 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=None, help="AdamW's weight decay (default: the budget's)")
     parser.add_argument("--lexical", action="store_true", help="attention reads the source embeddings too")
     parser.add_argument("--input-feed", action="store_true", help="the decoder reads the previous attentional vector")
+    parser.add_argument("--output", choices=translation.OUTPUTS, default=None,
+                        help="copy from the source or generate only (-o output; default: the task's)")
     parser.add_argument("--rebatch", action="store_true", help="new length-sorted batches each epoch")
     parser.add_argument("--entries", type=int, default=None,
                         help="dictionary entries trained on beside the sentences (default: the task's)")
@@ -134,7 +138,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    task = TASKS.get(TASK).configured({} if args.entries is None else {"entries": str(args.entries)})
+    options = {"entries": args.entries, "output": args.output}
+    task = TASKS.get(TASK).configured({k: str(v) for k, v in options.items() if v is not None})
     budget = replace(task.budget("quick"), max_epochs=args.epochs, orthogonal_init=args.orthogonal)
     if args.lr:
         budget = replace(budget, lr=args.lr)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.store import ResultsStore
-from tasks import ModelConfig
+from tasks import TASKS, ModelConfig
 from tasks.data import DataError
 from tasks.translation import (BATCH_TOKENS_PER_PAIR, BOS, EOS, LENGTH_EXPONENTS, PAD, SacreBLEUStat, Seq2Seq,
                                TranslationData)
@@ -172,13 +172,16 @@ def test_sacrebleu_metrics_add_up_to_the_corpus_score(ding):
     assert SacreBLEUStat("bleu").signature().startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
 
 
-@pytest.mark.parametrize("attention", [False, True], ids=["plain", "attention"])
+@pytest.mark.parametrize("attention, copy", [(False, False), (True, False), (True, True)],
+                         ids=["plain", "attention", "copy"])
 @pytest.mark.parametrize("cell", ["gru_fused", "lstm_handwritten"])
-def test_decoding_a_trained_toy_model_reproduces_memorised_pairs(cell, attention):
+def test_decoding_a_trained_toy_model_reproduces_memorised_pairs(cell, attention, copy):
     torch.manual_seed(0)
     sources = [[5, 6, 7, 8], [9, 10, 11], [12, 5, 9, 13, 6]]
     targets = [[14, 15, 16], [17, 18, 19, 20, 21], [22, 14, 23]]
-    model = Seq2Seq(ModelConfig(cell, 48, bidirectional=True), vocab_size=24, attention=attention)
+    if copy:  # targets that take tokens of their source, and one the source lacks
+        targets = [[7, 15, 5], [11, 9, 19, 10, 21], [13, 12, 23]]
+    model = Seq2Seq(ModelConfig(cell, 48, bidirectional=True), vocab_size=24, attention=attention, copy=copy)
     pad = torch.nn.utils.rnn.pad_sequence
     src = pad([torch.tensor(s) for s in sources], batch_first=True, padding_value=PAD)
     src_len = torch.tensor([len(s) for s in sources])
@@ -234,6 +237,77 @@ def test_output_layer_at_real_positions_only_gives_the_padded_loss_and_gradients
         torch.testing.assert_close(a, b)
 
 
+def copying_model(smoothing=0.0):
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig("gru_fused", 16), vocab_size=30, attention=True, embed=8, label_smoothing=smoothing,
+                    copy=True).double()
+    pad = torch.nn.utils.rnn.pad_sequence
+    src = pad([torch.tensor(s) for s in ([5, 6, 7, 5, 8], [9, 10, 11], [12, 13, 14, 15])], batch_first=True,
+              padding_value=PAD)
+    src_len = torch.tensor([5, 3, 4])
+    tgt_in = torch.tensor([[BOS, 5, 20, 8], [BOS, 11, 9, PAD], [BOS, 21, 22, 23]])
+    tgt_out = torch.tensor([[5, 20, 8, EOS], [11, 9, EOS, PAD], [21, 22, 23, EOS]])
+    return model, src, src_len, tgt_in, tgt_out
+
+
+def test_copying_mixes_the_output_layer_with_the_attention_on_source_tokens():
+    model, src, src_len, tgt_in, tgt_out = copying_model()
+    model.eval()
+    memory, source, state = model.encode(src, src_len)
+    features, _ = model.features(tgt_in, state, memory, source)
+    probs = model(src, src_len, tgt_in).exp()  # (B, T, V)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 4, dtype=torch.float64))
+    generated = model.generator(features.output).softmax(-1)
+    copied = torch.zeros_like(generated)
+    for b in range(3):  # each source token's probability: the attention on its real positions
+        for s in range(int(src_len[b])):
+            copied[b, :, src[b, s]] += features.weights[b, :, s]
+    assert features.weights[1, :, 3:].abs().max() == 0  # nothing on padding
+    torch.testing.assert_close(probs, features.generate * generated + (1 - features.generate) * copied)
+    assert 0 < features.generate.min() and features.generate.max() < 1
+    assert torch.all(copied[0, :, 5] > copied[0, :, 6])  # token 5 occurs twice in the first source
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_copying_training_loss_is_the_mixtures_cross_entropy(smoothing):
+    """The training loss reads the targets' probabilities only: it equals the cross-entropy of the
+    full mixture (smoothing 0), and smoothing adds the output layer's uniform cross-entropy."""
+    model, src, src_len, tgt_in, tgt_out = copying_model(smoothing)
+
+    def loss_and_grads(loss_of):
+        model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    def full():
+        log_probs, target = model.scored(src, src_len, tgt_in, tgt_out)
+        nll = torch.nn.functional.nll_loss(log_probs, target)
+        memory, source, state = model.encode(src, src_len)
+        output = model.features(tgt_in, state, memory, source)[0].output[tgt_out != PAD]
+        uniform = -model.generator(output).log_softmax(-1).mean()
+        return (1 - smoothing) * nll + smoothing * uniform
+
+    expected, cheap = loss_and_grads(full), loss_and_grads(lambda: model.training_loss(src, src_len, tgt_in, tgt_out))
+    torch.testing.assert_close(cheap[0], expected[0])
+    for a, b in zip(cheap[1], expected[1]):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="needs attention"):
+        Seq2Seq(ModelConfig("gru_fused", 16), vocab_size=30, attention=False, copy=True)
+
+
+def test_copying_decodes_step_by_step_as_it_trains():
+    model, src, src_len, tgt_in, _ = copying_model()
+    model.eval()
+    whole = model(src, src_len, tgt_in)
+    memory, source, state = model.encode(src, src_len)
+    steps = []
+    for t in range(tgt_in.shape[1]):
+        logits, state = model.decode(tgt_in[:, t : t + 1], state, memory, source)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), whole)
+
+
 @pytest.mark.parametrize("lexical, input_feed", [(True, False), (False, True), (True, True)])
 def test_measured_variants_decode_step_by_step_as_they_train(lexical, input_feed):
     """`benchmarks/translation_variants.py`'s lexical attention and input feeding (measured and
@@ -254,10 +328,10 @@ def test_measured_variants_decode_step_by_step_as_they_train(lexical, input_feed
     src, src_len = torch.randint(4, 50, (3, 7)), torch.tensor([7, 5, 2])
     tgt_in = torch.randint(4, 50, (3, 6))
     whole = model(src, src_len, tgt_in)
-    memory, mask, state = model.encode(src, src_len)
+    memory, source, state = model.encode(src, src_len)
     steps = []
     for t in range(tgt_in.shape[1]):
-        logits, state = model.decode(tgt_in[:, t : t + 1], state, memory, mask)
+        logits, state = model.decode(tgt_in[:, t : t + 1], state, memory, source)
         steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), whole)
     assert model.beam_search(src, src_len, 10, beam=3).shape[0] == 3
@@ -278,7 +352,8 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
-    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "score": "general", "entries": 0}
+    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "score": "general",
+                                                          "output": "copy", "entries": 0}
     # the length exponent: the one of the grid with the highest validation BLEU, used for the test
     val_bleu = {float(a): b for a, b in artifacts["length_exponent_val_bleu"].items()}
     assert sorted(val_bleu) == list(LENGTH_EXPONENTS)
@@ -323,3 +398,16 @@ def test_entries_option_is_checked(shared_data, tmp_path):
     (row,) = ResultsStore(tmp_path).rows()
     assert row["config"]["task_config"]["options"]["entries"] == 300
     assert 290 <= row["artifacts"]["corpus"]["dictionary entries trained on"] <= 300
+
+
+def test_output_option_is_checked(shared_data, tmp_path):
+    args = ["run", "--task", "translation-de-en-attention", "--cell", "rnn_fused", "--budget", "smoke",
+            "--out", str(tmp_path), "--data-dir", str(shared_data)]
+    result = runner.invoke(app, [*args, "-o", "output=pointer"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "task option output='pointer'" in result.output, result.output
+    assert "must be one of copy, generate" in result.output
+    result = runner.invoke(app, [*args, "-o", "output=generate"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (row,) = ResultsStore(tmp_path).rows()
+    assert row["config"]["task_config"]["options"]["output"] == "generate"
+    assert "output" not in TASKS.get("translation-de-en").options  # no attention, nothing to copy with
