@@ -165,7 +165,7 @@ def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None,
     return how many were computed now (0 when the store already holds them)."""
     task = config.task_spec()
     budget = task.budget(config.budget)
-    task_config = task.config()
+    task_config = task.baseline_config()  # model-only options left out: one set of baselines serves them all
     task_configuration_id = content_hash([task_config, config.budget])
     store = ResultsStore(out, store_name)
     if store.has("task_configuration_id", task_configuration_id, "baselines"):
@@ -180,7 +180,7 @@ def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None,
         store.save({
             "baseline_id": content_hash([task_config, config.budget, baseline.name]),
             "task_configuration_id": task_configuration_id, "task": task.name, "task_version": task.version,
-            "task_options": task.settings, "budget": config.budget, "name": baseline.name,
+            "task_options": task_config["options"], "budget": config.budget, "name": baseline.name,
             "description": baseline.description, "metric_name": task.primary_metric,
             "metric_value": metrics[task.primary_metric], "higher_is_better": int(task.higher_is_better),
             "metrics": metrics, "test_samples": samples, "task_config": task_config,

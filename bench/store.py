@@ -123,7 +123,7 @@ SPEED_COLUMNS = {  # table `speed`: one row per cell and shape measured by `rnnb
 }
 BASELINE_COLUMNS = {  # table `baselines`: a task's reference predictors, scored once per task configuration
     "baseline_id": "TEXT PRIMARY KEY",  # hash of (task configuration, budget, name)
-    "task_configuration_id": "TEXT NOT NULL",  # hash of (task configuration, budget): one test split
+    "task_configuration_id": "TEXT NOT NULL",  # hash of (task configuration less model-only options, budget): one test split
     "task": "TEXT NOT NULL",
     "task_version": "INTEGER NOT NULL",
     "task_options": "TEXT",

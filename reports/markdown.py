@@ -173,14 +173,23 @@ def leaderboard(rows: list[dict[str, Any]], targets: dict[str, float] | None = N
 
 
 def baselines_for(entries: list[dict[str, Any]], baseline_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The baselines scored on the test split of these runs: same task configuration and budget."""
-    keys = {(json.dumps((r.get("config") or {}).get("task_config"), sort_keys=True), r["budget"])
-            for e in entries for r in e["runs"]}
+    """The baselines scored on the test split of these runs: same task configuration and budget,
+    the options a baseline was stored without (model-only ones, `Task.baseline_config`) left out
+    of the comparison."""
+    configs = [((r.get("config") or {}).get("task_config") or {}, r["budget"]) for e in entries for r in e["runs"]]
     newest = {}
     for b in baseline_rows:  # stored oldest first
-        if (json.dumps(b["task_config"], sort_keys=True), b["budget"]) in keys:
+        stored = json.dumps(b["task_config"], sort_keys=True)
+        if any(budget == b["budget"] and stored == json.dumps(_with_options(config, b["task_options"]), sort_keys=True)
+               for config, budget in configs):
             newest[(b["budget"], json.dumps(b["task_options"], sort_keys=True), b["name"])] = b
     return list(newest.values())
+
+
+def _with_options(task_config: dict[str, Any], kept: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's task configuration with only the options named in `kept`."""
+    options = task_config.get("options") or {}
+    return {**task_config, "options": {k: v for k, v in options.items() if k in (kept or {})}}
 
 
 def _options(options: dict[str, Any] | None) -> str:

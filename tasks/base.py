@@ -92,11 +92,14 @@ def non_negative_int(text: str) -> int:
 
 @dataclass(frozen=True)
 class Option:
-    """A task option, given as `--task-option name=value` on the command line."""
+    """A task option, given as `--task-option name=value` on the command line. `model_only`: it
+    changes the model or its decoding, not the data, so the task's baselines (scored on the data
+    alone) are shared by every value of it."""
 
     default: Any
     parse: Callable[[str], Any]
     help: str
+    model_only: bool = False
 
 
 class Task:
@@ -233,6 +236,11 @@ class Task:
     def config(self) -> dict[str, Any]:
         """The task's own settings, stored with every run."""
         return {"name": self.name, "version": self.version, "options": self.settings}
+
+    def baseline_config(self) -> dict[str, Any]:
+        """`config()` without the model-only options: what the baselines depend on."""
+        options = {k: v for k, v in self.settings.items() if not self.options[k].model_only}
+        return {**self.config(), "options": options}
 
     def budget(self, name: str) -> Budget:
         if name not in self.budgets:

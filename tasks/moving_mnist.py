@@ -302,7 +302,8 @@ class MovingMNISTTask(Task):
     higher_is_better = False
     options = {
         "frame_step": Option(1, positive_int, "temporal sampling: every k-th frame of a k-times longer sequence"),
-        "frames": Option("conv", _frames, "conv: conv encoder, decoder fed its own previous frame, skips from it; fc: the paper's fully-connected model"),
+        "frames": Option("conv", _frames, "conv: conv encoder, decoder fed its own previous frame, skips from it; fc: the paper's fully-connected model",
+                         model_only=True),
     }
     budgets = {
         "smoke": Budget(max_epochs=1, batch_size=8, hidden_size=32, lr=1e-3, train_batches=4, val_batches=1, test_batches=2,

@@ -44,6 +44,7 @@ SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>"]
 MAX_TRAIN_TOKENS = 48  # longer training pairs (either side, in BPE tokens) are left out and counted
 VOCAB_SIZE = {"smoke": 400, "quick": 4000, "paper": 8000}  # quick: 2,000 scored BLEU 4.0 where 4,000 scored 4.2
 EXAMPLES = 6
+MAX_PICTURE_TOKENS = 40  # output tokens shown in the attention picture
 # the dictionary entries a Ding task trains on beside the sentences by default (`-o entries=N`).
 # Measured with `rnnbench run`, the quick LSTM (README): 20,000 in 14 epochs, three seeds, BLEU
 # 5.16 / chrF 22.17 against version 6's 4.71 / 21.19, but in 700-866 s of training against 417-432;
@@ -319,7 +320,7 @@ class Source(NamedTuple):
 
 class Features(NamedTuple):
     """What the output distribution is computed from: the attentional vectors, dropout applied,
-    (B, T, H); with copying, the attention weights (B, T, S) and the probability of generating
+    (B, T, H); with attention, its weights (B, T, S); with copying, the probability of generating
     rather than copying (B, T, 1); else None."""
 
     output: Tensor
@@ -375,7 +376,7 @@ class Seq2Seq(nn.Module):
         context = weights @ memory  # (B, T, D*H)
         output = self.drop(torch.tanh(self.combine(torch.cat([output, context], dim=-1))))
         if self.generate is None:
-            return Features(output), state
+            return Features(output, weights), state
         generate = torch.sigmoid(self.generate(torch.cat([output, context, embedded], dim=-1)))  # (B, T, 1)
         return Features(output, weights, generate), state
 
@@ -594,17 +595,18 @@ class TranslationTask(Task):
         # beam search by default: greedy decoding of the quick LSTM scored BLEU 2.0 where a beam of
         # 5 scored 3.9 (greedy outputs ran 1.56x the references' length, 12.6 % never ended)
         self.options = {
-            "beam": Option(5, positive_int, "beam width for the test; 1 decodes greedily"),
+            "beam": Option(5, positive_int, "beam width for the test; 1 decodes greedily", model_only=True),
             "length": Option("val", _length_exponent, "beam search ranks its hypotheses by log-probability / "
                              "length ** this: a number, or val: the one of "
-                             f"{', '.join(map(str, LENGTH_EXPONENTS))} that scores the highest validation BLEU"),
+                             f"{', '.join(map(str, LENGTH_EXPONENTS))} that scores the highest validation BLEU", model_only=True),
         }
         if attention:
             self.options["score"] = Option("general", _attention_score, "attention score: general (q . W k, Luong "
-                                           "et al. 2015) or additive (v . tanh(W q + U k), Bahdanau et al. 2015)")
+                                           "et al. 2015) or additive (v . tanh(W q + U k), Bahdanau et al. 2015)",
+                                           model_only=True)
             self.options["output"] = Option("copy", _output, "copy: the output layer's distribution mixed with the "
                                             "attention on the source's tokens (a pointer-generator, See et al. 2017); "
-                                            "generate: the output layer alone (version 6)")
+                                            "generate: the output layer alone (version 6)", model_only=True)
         if tsv:
             self.options["corpus"] = Option(None, _existing_file, "path of a source<TAB>target file")
         else:
@@ -729,9 +731,13 @@ class TranslationTask(Task):
         device = next(network.parameters()).device
         batch = move_data_to_device(batch, device)
         beam = self.settings["beam"]
-        hypotheses = [datamodule.decode(ids) for ids in self.translate(network, batch, beam, datamodule)]
+        outputs = self.translate(network, batch, beam, datamodule)
+        hypotheses = [datamodule.decode(ids) for ids in outputs]
         metric_bleu, metric_chrf = SacreBLEUStat("bleu"), SacreBLEUStat("chrf")
+        pictures = [attention_picture(network, batch, outputs, datamodule, Path(out) / "attention.png")] \
+            if network.attention is not None else []
         return {
+            "pictures": pictures,
             "examples": [{"source": s, "reference": r, "hypothesis": h}
                          for (s, r), h in zip(batch_pairs(items), hypotheses)],
             "bleu_signature": metric_bleu.signature(),
@@ -761,6 +767,60 @@ def file_md5(path: str) -> str:
 def max_output_length(batch) -> int:
     """The longest output decoding may give a batch: twice its longest source and 10 tokens."""
     return int(batch["src_len"].max()) * 2 + 10
+
+
+def attention_picture(network: Seq2Seq, batch: dict, outputs: list[list[int]], datamodule, path: Path) -> dict:
+    """A picture of what the decoder read for one of the report's example translations: its
+    attention weights over the source tokens at each output token and, with copying, p(copy) per
+    output token. The example shown is the one of them with the most copying (the first without)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    device = batch["src"].device
+    shown = []
+    for b, ids in enumerate(outputs):
+        ids = [i for i in ids if i != PAD]
+        ended = EOS in ids[:MAX_PICTURE_TOKENS]
+        out_ids = ids[: ids.index(EOS) + 1] if ended else ids[:MAX_PICTURE_TOKENS]  # the end token shown if reached
+        tgt_in = torch.tensor([[BOS, *out_ids[:-1]]], device=device)
+        length = int(batch["src_len"][b])
+        src, src_len = batch["src"][b : b + 1, :length], batch["src_len"][b : b + 1]
+        with torch.no_grad():
+            memory, source, state = network.encode(src, src_len)
+            features = network.features(tgt_in, state, memory, source)[0]
+        copy = None if features.generate is None else (1 - features.generate[0, :, 0]).cpu()
+        shown.append((0.0 if copy is None else float(copy.mean()), b, out_ids, src[0].tolist(),
+                      features.weights[0].cpu(), copy))
+    score, b, out_ids, src_ids, weights, copy = max(shown, key=lambda x: (x[0], -x[1]))
+    tokenizer = datamodule.load_tokenizer()
+    names = lambda ids: [tokenizer.id_to_token(i) or "?" for i in ids]  # noqa: E731
+    rows, columns = len(out_ids), len(src_ids)
+    fig, axes = plt.subplots(1, 2 if copy is not None else 1, squeeze=False, dpi=90,
+                             figsize=(2.5 + 0.35 * columns, 1.5 + 0.3 * rows),
+                             gridspec_kw={"width_ratios": [columns, 1.2] if copy is not None else [1]})
+    ax = axes[0, 0]
+    ax.imshow(weights.numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(columns), names(src_ids), rotation=90, fontsize=7)
+    ax.set_yticks(range(rows), names(out_ids), fontsize=7)
+    ax.set_xlabel("source token")
+    ax.set_ylabel("output token")
+    ax.set_title("attention", fontsize=8)
+    if copy is not None:
+        axes[0, 1].imshow(copy.numpy()[:, None], cmap="Oranges", vmin=0, vmax=1, aspect="auto")
+        axes[0, 1].set_xticks([])
+        axes[0, 1].set_yticks(range(rows), [f"{p:.2f}" for p in copy.tolist()], fontsize=7)
+        axes[0, 1].yaxis.tick_right()
+        axes[0, 1].set_title("p(copy)", fontsize=8)
+    fig.tight_layout(pad=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    caption = ("attention over the source at each output token, and p(copy) per output token; the example "
+               "translation with the most copying" if copy is not None else
+               "attention over the source at each output token, first example translation")
+    return {"path": str(path), "caption": caption, "example": b, "mean_copy": score if copy is not None else None}
 
 
 def batch_pairs(items):

@@ -45,6 +45,18 @@ def test_baselines_of_the_runs_configuration_only_follow_the_table():
     assert "mse@" not in lines[0], "per-step metrics get their own table, not ten columns"
 
 
+def test_baselines_stored_without_model_only_options_serve_every_value_of_them():
+    rows = [record("gru", 0, 100.0, [90.0] * 10, {"frames": "conv", "frame_step": 1}),
+            record("lstm", 0, 110.0, [90.0] * 10, {"frames": "fc", "frame_step": 1})]
+    entries = leaderboard(rows)["video"]
+    shared = baseline("mean frame", 150.0, {"frame_step": 1})
+    other_data = baseline("mean frame", 140.0, {"frame_step": 2})
+    assert baselines_for(entries, [shared, other_data]) == [shared]
+    lines = [line for line in render(rows, baseline_rows=[shared]).splitlines() if line.startswith("| baseline:")]
+    assert lines[0].startswith("| baseline: mean frame | quick frame_step=1 | - | 150.00 |")  # under the runs' table
+    assert not any("frames=" in line for line in lines) and len(lines) == 2  # and the per-step table
+
+
 def test_per_step_metrics_are_one_table_with_a_column_per_step_in_order():
     rows = [record("gru", 0, 100.0, [float(k) for k in range(10)], {}),
             record("gru", 1, 102.0, [float(k + 2) for k in range(10)], {})]

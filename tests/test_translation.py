@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.runner import RunConfig, ensure_baselines
 from bench.store import ResultsStore
 from tasks import TASKS, ModelConfig
 from tasks.data import DataError
@@ -349,6 +350,11 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert row["tokens_per_s"] > row["samples_per_s"] > 0
     artifacts = row["artifacts"]
     assert len(artifacts["examples"]) == 6 and all(e["reference"] for e in artifacts["examples"])
+    (picture,) = artifacts["pictures"]  # attention and p(copy) for the example with the most copying
+    assert (tmp_path / picture["path"]).stat().st_size > 1000 and 0 <= picture["example"] < 6
+    assert 0 < picture["mean_copy"] < 1 and "p(copy)" in picture["caption"]
+    report = (tmp_path / "report.md").read_text()
+    assert f"]({picture['path']})" in report
     assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
@@ -411,3 +417,9 @@ def test_output_option_is_checked(shared_data, tmp_path):
     (row,) = ResultsStore(tmp_path).rows()
     assert row["config"]["task_config"]["options"]["output"] == "generate"
     assert "output" not in TASKS.get("translation-de-en").options  # no attention, nothing to copy with
+    # the baselines read the data only: computed for the first run, shared by the second
+    (_,) = {b["task_configuration_id"] for b in ResultsStore(tmp_path).rows("baselines")}
+    assert "output" not in ResultsStore(tmp_path).rows("baselines")[0]["task_options"]
+    config = RunConfig(task="translation-de-en-attention", cell="rnn_fused", budget="smoke",
+                       task_options=(("output", "copy"), ("beam", "1"), ("score", "additive")))
+    assert ensure_baselines(config, tmp_path, shared_data, download=False) == 0
