@@ -297,9 +297,8 @@ def test_copying_training_loss_is_the_mixtures_cross_entropy(smoothing):
         Seq2Seq(ModelConfig("gru_fused", 16), vocab_size=30, attention=False, copy=True)
 
 
-def test_copying_decodes_step_by_step_as_it_trains():
-    model, src, src_len, tgt_in, _ = copying_model()
-    model.eval()
+def assert_steps_give_teacher_forcing(model, src, src_len, tgt_in):
+    """Decoding one step at a time (as greedy and beam search do) gives what teacher forcing gives."""
     whole = model(src, src_len, tgt_in)
     memory, source, state = model.encode(src, src_len)
     steps = []
@@ -307,6 +306,12 @@ def test_copying_decodes_step_by_step_as_it_trains():
         logits, state = model.decode(tgt_in[:, t : t + 1], state, memory, source)
         steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), whole)
+
+
+def test_copying_decodes_step_by_step_as_it_trains():
+    model, src, src_len, tgt_in, _ = copying_model()
+    model.eval()
+    assert_steps_give_teacher_forcing(model, src, src_len, tgt_in)
 
 
 @pytest.mark.parametrize("lexical, input_feed", [(True, False), (False, True), (True, True)])
@@ -328,13 +333,7 @@ def test_measured_variants_decode_step_by_step_as_they_train(lexical, input_feed
                                     input_feed).double().eval()
     src, src_len = torch.randint(4, 50, (3, 7)), torch.tensor([7, 5, 2])
     tgt_in = torch.randint(4, 50, (3, 6))
-    whole = model(src, src_len, tgt_in)
-    memory, source, state = model.encode(src, src_len)
-    steps = []
-    for t in range(tgt_in.shape[1]):
-        logits, state = model.decode(tgt_in[:, t : t + 1], state, memory, source)
-        steps.append(logits)
-    torch.testing.assert_close(torch.cat(steps, dim=1), whole)
+    assert_steps_give_teacher_forcing(model, src, src_len, tgt_in)
     assert model.beam_search(src, src_len, 10, beam=3).shape[0] == 3
 
 
