@@ -9,7 +9,9 @@ encoder may be bidirectional, its final state is bridged to the decoder's initia
 `-attention` variants add attention over the encoder outputs (the "general" score q . W k of
 Luong et al. 2015, or `-o score=additive` for Bahdanau et al. 2015's), applied to the decoder's
 outputs (the placement of Luong et al. 2015), so that teacher forcing runs the decoder over the
-whole target in one call of the cell. Source and target share one BPE vocabulary (Hugging Face
+whole target in one call of the cell; they also copy from the source (`-o output=copy`, the
+default: the output layer's distribution mixed with the attention on the source's tokens, See et
+al. 2017's pointer-generator). Source and target share one BPE vocabulary (Hugging Face
 `tokenizers`) trained on the training split and saved with the run. The Ding tasks can also
 train on the dictionary's word and phrase entries (`-o entries=N`; `entries_to_add` says which).
 Validation decodes greedily; the test decodes with beam search (width 5, or `--task-option
