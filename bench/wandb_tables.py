@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ def log_leaderboard(rows: list[dict[str, Any]], out: Path, baseline_rows: list[d
         # the store, the report and its pictures, versioned together
         artifact = wandb.Artifact("rnnbench-results", type="results",
                                   description="results.sqlite, report.md and the report's pictures")
-        for path in [out / "results.sqlite", out / "report.md", *sorted(out.glob("report-*.png"))]:
-            if path.is_file():
-                artifact.add_file(str(path), name=path.name)
+        report = out / "report.md"
+        pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.read_text()) if report.is_file() else []
+        for name in ["results.sqlite", "report.md", *dict.fromkeys(pictures)]:  # a run's pictures: runs/<id>/...
+            if (out / name).is_file():
+                artifact.add_file(str(out / name), name=name)
         run.log_artifact(artifact)
     finally:
         run.finish()
