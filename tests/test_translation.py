@@ -415,6 +415,8 @@ def test_output_option_is_checked(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     (row,) = ResultsStore(tmp_path).rows()
     assert row["config"]["task_config"]["options"]["output"] == "generate"
+    (picture,) = row["artifacts"]["pictures"]  # the attention alone: nothing copied
+    assert picture["mean_copy"] is None and (tmp_path / picture["path"]).is_file() and "p(copy)" not in picture["caption"]
     assert "output" not in TASKS.get("translation-de-en").options  # no attention, nothing to copy with
     # the baselines read the data only: computed for the first run, shared by the second
     (_,) = {b["task_configuration_id"] for b in ResultsStore(tmp_path).rows("baselines")}
