@@ -177,24 +177,6 @@ def test_padding_does_not_change_results(name):
 
 
 @pytest.mark.parametrize("name", EAGER)
-def test_full_lengths_run_unpacked_as_packing_would(name):
-    """Lengths that all equal T skip packing (the fused cells' fast path): the same outputs and
-    state as the same sequences packed inside a longer padded batch."""
-    torch.manual_seed(0)
-    cell = build_cell(name, 3, 4, num_layers=2, bidirectional=True).double().eval()
-    x = torch.randn(3, 5, 3, dtype=torch.float64)
-    full = torch.tensor([5, 5, 5])
-    assert cell._check_lengths(full, 3, 5) is None and cell._check_lengths(full, 3, 7) is full
-    out, state = cell(x, lengths=full)
-    padded = torch.cat([x, torch.full((3, 2, 3), 1e3, dtype=torch.float64)], dim=1)  # T 7, packed
-    out_p, state_p = cell(padded, lengths=full)
-    torch.testing.assert_close(out, out_p[:, :5])
-    assert torch.all(out_p[:, 5:] == 0)
-    for s, p in zip(state, state_p):
-        torch.testing.assert_close(s, p)
-
-
-@pytest.mark.parametrize("name", EAGER)
 def test_shapes_and_state_form(name):
     spec = CELLS.get(name)
     cell = build_cell(name, 3, 4, num_layers=3, bidirectional=True)
