@@ -319,6 +319,10 @@ class Source(NamedTuple):
     def repeat_interleave(self, times: int) -> "Source":
         return Source(self.mask.repeat_interleave(times, 0), self.ids.repeat_interleave(times, 0))
 
+    def ids_at_steps(self, steps: int) -> Tensor:
+        """The source's ids for each of `steps` decoder steps: (B, steps, S), a view."""
+        return self.ids[:, None].expand(-1, steps, -1)
+
 
 class Features(NamedTuple):
     """What the output distribution is computed from: the attentional vectors, dropout applied,
@@ -394,8 +398,7 @@ class Seq2Seq(nn.Module):
 
     def decode(self, tgt_in: Tensor, state, memory: Tensor, source: Source):
         features, state = self.features(tgt_in, state, memory, source)
-        ids = source.ids[:, None].expand(-1, tgt_in.shape[1], -1)  # (B, T, S)
-        return self.distribution(features, ids), state  # (B, T, V)
+        return self.distribution(features, source.ids_at_steps(tgt_in.shape[1])), state  # (B, T, V)
 
     def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
         memory, source, state = self.encode(src, src_len)
@@ -405,8 +408,7 @@ class Seq2Seq(nn.Module):
         memory, source, state = self.encode(src, src_len)
         real = tgt_out != PAD
         features = self.features(tgt_in, state, memory, source)[0].at(real)
-        ids = source.ids[:, None].expand(-1, tgt_in.shape[1], -1)[real]  # (N, S)
-        return features, ids, tgt_out[real]
+        return features, source.ids_at_steps(tgt_in.shape[1])[real], tgt_out[real]  # ids (N, S)
 
     def scored(self, src: Tensor, src_len: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher forcing with the output layer and its softmax computed at the real target
