@@ -18,7 +18,9 @@ weights orthogonal at initialisation), `--embed`, `--dropout`, `--smoothing`, `-
 (the budget's settings changed), `--lexical` and `--input-feed` (`VariantSeq2Seq`), `--rebatch`
 (new length-sorted batches each epoch; the task draws them once per run), `--entries N` (the
 dictionary entries trained on, `-o entries`), `--output generate` (version 6's output layer,
-without copying: `-o output`). Quality only: two of
+without copying: `-o output`), `--score additive` (`-o score`). `--stop-after N` ends the run
+after N epochs of the `--epochs` schedule, untested: a probe of how fast a variant learns (each
+epoch prints its mean training loss). Quality only: two of
 these may run side by side with `--threads 1`; their times are then not comparable with
 `rnnbench run`'s. One seed here is weak evidence: dropout 0.2 beat 0.3 on two seeds of this loop
 and lost on the mean of three `rnnbench run` seeds (README).
@@ -48,15 +50,16 @@ class VariantSeq2Seq(Seq2Seq):
     the source embeddings beside the encoder's outputs (a cheap form of Nguyen & Chiang 2018's
     lexical model); `input_feed`, the decoder reads the previous step's attentional vector beside
     the embedding (Luong et al. 2015), so it runs one step at a time. Neither copies from the
-    source (version 6's output layer)."""
+    source (version 6's output layer); the attention score is the task's (version 6's: `--score
+    general`)."""
 
-    def __init__(self, model, vocab_size, settings, lexical: bool, input_feed: bool):
-        super().__init__(model, vocab_size, True, settings.embed, settings.dropout, settings.label_smoothing)
+    def __init__(self, model, vocab_size, settings, lexical: bool, input_feed: bool, score: str):
+        super().__init__(model, vocab_size, True, settings.embed, settings.dropout, settings.label_smoothing, score)
         hidden, memory = model.hidden_size, self.encoder.num_directions * model.hidden_size
         self.lexical, self.input_feed = lexical, input_feed
         if lexical:
             memory += settings.embed
-            self.attention = translation.ATTENTION["general"](hidden, memory, hidden)
+            self.attention = translation.ATTENTION[score](hidden, memory, hidden)
             self.combine = torch.nn.Linear(hidden + memory, hidden)
         if input_feed:
             self.decoder = build_cell(model.cell, settings.embed + hidden, hidden)
@@ -70,7 +73,7 @@ class VariantSeq2Seq(Seq2Seq):
         state = self.bridge(state)
         if self.input_feed:  # the previous step's attentional vector rides in the state: (1, B, H)
             state = (*state, state[0].new_zeros(1, src.shape[0], self.combine.out_features))
-        return memory, translation.Source(mask, src), state
+        return memory, translation.Source(mask, src, self.attention.project(memory)), state
 
     def features(self, tgt_in, state, memory, source):
         if not self.input_feed:
@@ -81,7 +84,8 @@ class VariantSeq2Seq(Seq2Seq):
         outputs = []
         for t in range(embedded.shape[1]):
             output, cell = self.decoder(torch.cat([embedded[:, t : t + 1], feed], dim=-1), cell)  # (B, 1, H)
-            feed = torch.tanh(self.combine(torch.cat([output, self.attention(output, memory, source.mask)], dim=-1)))
+            context = self.attention.weights(output, source.keys, source.mask) @ memory  # (B, 1, D*H)
+            feed = torch.tanh(self.combine(torch.cat([output, context], dim=-1)))
             outputs.append(feed)
         return translation.Features(self.drop(torch.cat(outputs, dim=1))), (*cell, feed.transpose(0, 1))
 
@@ -119,6 +123,8 @@ def main() -> None:
     parser.add_argument("--bottleneck", type=int, default=0, help="width of a projection before the output layer")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the budget's)")
     parser.add_argument("--orthogonal", action="store_true", help="recurrent weights orthogonal at initialisation")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="stop after this many epochs of the --epochs schedule, untested (a learning-speed probe)")
     parser.add_argument("--whole-punctuation", action="store_true",
                         help="version 4's tokenizer: punctuation stays attached to words")
     parser.add_argument("--bpe-dropout", type=float, default=0.0)
@@ -130,6 +136,8 @@ def main() -> None:
     parser.add_argument("--input-feed", action="store_true", help="the decoder reads the previous attentional vector")
     parser.add_argument("--output", choices=translation.OUTPUTS, default=None,
                         help="copy from the source or generate only (-o output; default: the task's)")
+    parser.add_argument("--score", choices=("general", "additive"), default=None,
+                        help="attention score (-o score; default: the task's)")
     parser.add_argument("--rebatch", action="store_true", help="new length-sorted batches each epoch")
     parser.add_argument("--entries", type=int, default=None,
                         help="dictionary entries trained on beside the sentences (default: the task's)")
@@ -138,7 +146,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    options = {"entries": args.entries, "output": args.output}
+    options = {"entries": args.entries, "output": args.output, "score": args.score}
     task = TASKS.get(TASK).configured({k: str(v) for k, v in options.items() if v is not None})
     budget = replace(task.budget("quick"), max_epochs=args.epochs, orthogonal_init=args.orthogonal)
     if args.lr:
@@ -158,7 +166,8 @@ def main() -> None:
         data.setup("fit")
         model = ModelConfig(args.cell, budget.hidden_size)
         if args.lexical or args.input_feed:
-            network = VariantSeq2Seq(model, data.vocab_size, translation.SETTINGS["quick"], args.lexical, args.input_feed)
+            network = VariantSeq2Seq(model, data.vocab_size, translation.SETTINGS["quick"], args.lexical, args.input_feed,
+                                     task.settings["score"])
         else:
             network = task.network(model, data, "quick")
         network = initialise_cells(network, budget)
@@ -188,8 +197,10 @@ def main() -> None:
                 data.splits["train"] = list(zip(sources, targets, kept))
             if args.rebatch:
                 torch.manual_seed(args.seed * 1000 + epoch)  # batches() draws its order from the initial seed
+            losses = []
             for batch in data.train_dataloader():
                 loss = task.training_loss(network, batch)
+                losses.append(loss.detach())
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(network.parameters(), budget.grad_clip)
@@ -198,10 +209,12 @@ def main() -> None:
                 if average is not None:
                     average.update_parameters(network)
             val = score(tested, data, "val", beam=1)
-            print(f"epoch {epoch}: val bleu {val['bleu']:.2f} chrf {val['chrf']:.2f} "
+            print(f"epoch {epoch}: train loss {torch.stack(losses).mean():.3f} val bleu {val['bleu']:.2f} chrf {val['chrf']:.2f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
             if val["bleu"] > best[0]:
                 best = (val["bleu"], copy.deepcopy(tested.state_dict()))
+            if epoch == args.stop_after:
+                return
         tested.load_state_dict(best[1])
         for alpha in (float(a) for a in args.alphas.split(",")):
             test = score(tested, data, "test", beam=5, alpha=alpha)

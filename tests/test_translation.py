@@ -314,8 +314,9 @@ def test_copying_decodes_step_by_step_as_it_trains():
     assert_steps_give_teacher_forcing(model, src, src_len, tgt_in)
 
 
-@pytest.mark.parametrize("lexical, input_feed", [(True, False), (False, True), (True, True)])
-def test_measured_variants_decode_step_by_step_as_they_train(lexical, input_feed):
+@pytest.mark.parametrize("lexical, input_feed, score", [(True, False, "general"), (False, True, "additive"),
+                                                        (True, True, "additive")])
+def test_measured_variants_decode_step_by_step_as_they_train(lexical, input_feed, score):
     """`benchmarks/translation_variants.py`'s lexical attention and input feeding (measured and
     not kept, README): one step at a time (how greedy and beam search decode) gives what teacher
     forcing gives, so their figures measure the models they name."""
@@ -330,7 +331,7 @@ def test_measured_variants_decode_step_by_step_as_they_train(lexical, input_feed
     spec.loader.exec_module(variants)
     torch.manual_seed(0)
     model = variants.VariantSeq2Seq(ModelConfig("gru_fused", 16), 50, Seq2SeqSettings(8, 0.0, 0.1), lexical,
-                                    input_feed).double().eval()
+                                    input_feed, score).double().eval()
     src, src_len = torch.randint(4, 50, (3, 7)), torch.tensor([7, 5, 2])
     tgt_in = torch.randint(4, 50, (3, 6))
     assert_steps_give_teacher_forcing(model, src, src_len, tgt_in)
@@ -357,7 +358,7 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
-    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "score": "general",
+    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "score": "additive",
                                                           "output": "copy", "entries": 0}
     # the length exponent: the one of the grid with the highest validation BLEU, used for the test
     val_bleu = {float(a): b for a, b in artifacts["length_exponent_val_bleu"].items()}
