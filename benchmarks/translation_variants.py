@@ -1,4 +1,4 @@
-"""Variants of the translation quick budget, trained by a bare loop: the measurements behind versions 4 to 7.
+"""Variants of the translation quick budget, trained by a bare loop: the measurements behind versions 4 to 8.
 
     python benchmarks/translation_variants.py --data-dir ../shared/data --epochs 13
     python benchmarks/translation_variants.py --data-dir ../shared/data --epochs 11 --ema 0.999 --alphas 1.0,1.2,1.4
