@@ -54,12 +54,13 @@ class VariantSeq2Seq(Seq2Seq):
     general`)."""
 
     def __init__(self, model, vocab_size, settings, lexical: bool, input_feed: bool, score: str):
-        super().__init__(model, vocab_size, True, settings.embed, settings.dropout, settings.label_smoothing, score)
+        super().__init__(model, vocab_size, True, settings.embed, settings.dropout, settings.label_smoothing, score,
+                         attention_size=settings.attention)
         hidden, memory = model.hidden_size, self.encoder.num_directions * model.hidden_size
         self.lexical, self.input_feed = lexical, input_feed
         if lexical:
             memory += settings.embed
-            self.attention = translation.ATTENTION[score](hidden, memory, hidden)
+            self.attention = translation.ATTENTION[score](hidden, memory, settings.attention or hidden)
             self.combine = torch.nn.Linear(hidden + memory, hidden)
         if input_feed:
             self.decoder = build_cell(model.cell, settings.embed + hidden, hidden)
@@ -138,6 +139,8 @@ def main() -> None:
                         help="copy from the source or generate only (-o output; default: the task's)")
     parser.add_argument("--score", choices=("general", "additive"), default=None,
                         help="attention score (-o score; default: the task's)")
+    parser.add_argument("--attention-size", type=int, default=None,
+                        help="the additive score's size (default: the budget's; 0: the hidden size)")
     parser.add_argument("--rebatch", action="store_true", help="new length-sorted batches each epoch")
     parser.add_argument("--entries", type=int, default=None,
                         help="dictionary entries trained on beside the sentences (default: the task's)")
@@ -157,7 +160,8 @@ def main() -> None:
     translation.SETTINGS["quick"] = replace(
         settings, embed=args.embed or settings.embed,
         dropout=settings.dropout if args.dropout is None else args.dropout,
-        label_smoothing=settings.label_smoothing if args.smoothing is None else args.smoothing)
+        label_smoothing=settings.label_smoothing if args.smoothing is None else args.smoothing,
+        attention=settings.attention if args.attention_size is None else args.attention_size)
     with tempfile.TemporaryDirectory() as run_dir:
         data = task.datamodule(Path(args.data_dir) if args.data_dir else None, budget.batch_size, "quick",
                                run_dir=Path(run_dir))

@@ -275,7 +275,8 @@ class AdditiveAttention(nn.Module):
     The default since version 8: bounded by the tanh, it does not grow with the size of the
     states it compares. With the general score the quick GRU fitted its training split more
     slowly than the LSTM and scored 2.2 BLEU behind it; with this one, one seed of the bare loop
-    (benchmarks/translation_variants.py) moved its test BLEU from 2.94 to 4.26 (README)."""
+    (benchmarks/translation_variants.py) moved its test BLEU from 2.94 to 4.26 (README). `size`,
+    the width of the tanh layer, is apart from the hidden size since version 9."""
 
     def __init__(self, query_size: int, key_size: int, size: int):
         super().__init__()
@@ -357,6 +358,19 @@ class Features(NamedTuple):
         return Features(*(None if t is None else t[real] for t in self))
 
 
+class Dropout(nn.Dropout):
+    """`nn.Dropout` (inverted: the kept values scaled by 1 / (1 - p)), its mask drawn on CPU as
+    `rand_like(x) >= p`. torch's CPU dropout draws its mask with `bernoulli_`, measured slow on this
+    project's 2-core CPU: `F.dropout` of a (64, 30, 256) tensor took 4.8 ms, this 2.1 ms (the three
+    dropouts of a quick translation step, about 5 % of it). Other devices keep torch's fused kernel."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0 or self.p >= 1 or x.device.type != "cpu":
+            return super().forward(x)
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype)
+        return x * keep.mul_(1 / (1 - self.p))
+
+
 class Seq2Seq(nn.Module):
     """`embed`: the embedding size (apart from the hidden size); `dropout`: on the embeddings and
     on the decoder's features before the output layer; `label_smoothing`: of the training loss
@@ -368,17 +382,17 @@ class Seq2Seq(nn.Module):
     serve wherever logits do (softmax, argmax, beam search, perplexity)."""
 
     def __init__(self, model: ModelConfig, vocab_size: int, attention: bool, embed: int = 256, dropout: float = 0.0,
-                 label_smoothing: float = 0.0, score: str = "additive", copy: bool = False):
+                 label_smoothing: float = 0.0, score: str = "additive", copy: bool = False, attention_size: int = 0):
         super().__init__()
         hidden = model.hidden_size
         self.label_smoothing = label_smoothing  # of the training loss
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.embedding = nn.Embedding(vocab_size, embed, padding_idx=PAD)  # shared: one BPE vocabulary
         self.encoder = build_cell(model.cell, embed, hidden, model.num_layers, model.bidirectional, model.dropout)
         self.decoder = build_cell(model.cell, embed, hidden, model.num_layers, False, model.dropout)
         directions = self.encoder.num_directions
         self.bridge = StateBridge(self.encoder, self.decoder)
-        self.attention = ATTENTION[score](hidden, directions * hidden, hidden) if attention else None
+        self.attention = ATTENTION[score](hidden, directions * hidden, attention_size or hidden) if attention else None
         self.combine = nn.Linear(hidden + directions * hidden, hidden) if attention else None
         self.generator = nn.Linear(hidden, vocab_size)
         if copy and not attention:
@@ -575,12 +589,17 @@ class Seq2SeqSettings:
     embed: int  # embedding size, independent of the hidden size
     dropout: float  # on the embeddings and on the decoder's features before the output layer
     label_smoothing: float  # of the training loss (validation and test losses are plain)
+    attention: int = 0  # the additive score's size (the width of its tanh); 0: the hidden size
 
 
 # dropout 0.3 on quick: 0.2 was measured and not kept (README): three seeds of `rnnbench run`,
 # LSTM BLEU 4.54 (4.61, 5.15, 3.87) and chrF 20.86 (21.10, 21.76, 19.72) against 0.3's 4.71 and 21.16
 # (21.08-21.21), though a bare loop had given it 4.89 / 21.58 (seed 0) and 5.72 / 22.69 (seed 1)
-SETTINGS = {"smoke": Seq2SeqSettings(32, 0.0, 0.0), "quick": Seq2SeqSettings(128, 0.3, 0.1),
+# the additive score 128 wide on quick (version 9; version 8's was the hidden size, 256): its
+# (B, T, S, size) tanh and backward took a quarter of a GRU step at 256, and a step costs 0.86x at
+# 128 (`benchmarks/translation_step_cost.py`); one seed of the bare loop scored alike at 256, 128
+# and 64 (README)
+SETTINGS = {"smoke": Seq2SeqSettings(32, 0.0, 0.0), "quick": Seq2SeqSettings(128, 0.3, 0.1, attention=128),
             "paper": Seq2SeqSettings(256, 0.3, 0.1)}
 
 BUDGETS = {
@@ -595,8 +614,8 @@ BUDGETS = {
     # only; the GRU's 5-12 %), so 14 epochs take about 7 minutes at the speed version 4's 12 were
     # measured at (an estimate: the machine that ran version 5 was slower; README)
     "quick": Budget(max_epochs=14, batch_size=64, hidden_size=256, lr=4e-3,
-                    note="14 epochs, hidden 256, embedding 128, dropout 0.3, label smoothing 0.1, BPE 4000 "
-                    "(punctuation split off), beam 5"),
+                    note="14 epochs, hidden 256, embedding 128, dropout 0.3, label smoothing 0.1, attention 128, "
+                    "BPE 4000 (punctuation split off), beam 5"),
     "paper": Budget(max_epochs=30, batch_size=64, hidden_size=512, lr=1e-3, note="30 epochs, hidden 512"),
 }
 
@@ -608,8 +627,10 @@ class TranslationTask(Task):
     # chosen on the validation split (`-o length=val`; version 5 ranked per token, `-o length=1`).
     # `-o entries=N` (dictionary entries trained on) came later; its default, 0, is version 6.
     # 7: the attention tasks copy from the source (`-o output=copy`; `-o output=generate` is version 6);
-    # 8: the additive attention score by default (`-o score=general` is version 7)
-    version = 8
+    # 8: the additive attention score by default (`-o score=general` is version 7); 9: the additive
+    # score 128 wide on quick (`-o attention_size=256` is version 8's width) and dropout's mask drawn
+    # by `rand_like` on CPU (`Dropout`)
+    version = 9
     primary_metric = "bleu"
     target = 4.0  # the quick floor with attention
     higher_is_better = True
@@ -630,6 +651,10 @@ class TranslationTask(Task):
                                            "U k), Bahdanau et al. 2015) or general (q . W k, Luong et al. 2015; "
                                            "version 7's)",
                                            model_only=True)
+            self.options["attention_size"] = Option(None, positive_int, "the additive score's size (the width of "
+                                                    "its tanh layer; default: the budget's, quick "
+                                                    f"{SETTINGS['quick'].attention}, else the hidden size; version 8's "
+                                                    "is the hidden size)", model_only=True)
             self.options["output"] = Option("copy", _output, "copy: the output layer's distribution mixed with the "
                                             "attention on the source's tokens (a pointer-generator, See et al. 2017); "
                                             "generate: the output layer alone (version 6)", model_only=True)
@@ -648,6 +673,9 @@ class TranslationTask(Task):
 
     def configured(self, raw):
         task = super().configured(raw)
+        if task.settings.get("attention_size") is not None and task.settings["score"] != "additive":
+            raise ValueError(f"task option attention_size applies to the additive score only, not to "
+                             f"score={task.settings['score']} (its size is the hidden size's)")
         if task.tsv and not task.settings["corpus"]:
             raise ValueError(f"task {self.name!r} needs --task-option corpus=PATH (a source<TAB>target file)")
         return task
@@ -663,7 +691,8 @@ class TranslationTask(Task):
         settings = SETTINGS[budget]
         return Seq2Seq(model, datamodule.vocab_size, self.attention, settings.embed, settings.dropout,
                        settings.label_smoothing, self.settings.get("score", "additive"),
-                       copy=self.settings.get("output") == "copy")
+                       copy=self.settings.get("output") == "copy",
+                       attention_size=self.settings.get("attention_size") or settings.attention)
 
     def metrics(self):
         return torchmetrics.MetricCollection({

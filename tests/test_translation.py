@@ -314,6 +314,33 @@ def test_copying_decodes_step_by_step_as_it_trains():
     assert_steps_give_teacher_forcing(model, src, src_len, tgt_in)
 
 
+def test_attention_size_sets_the_additive_scores_width_and_decodes_as_it_trains():
+    """The additive score's width (`Seq2SeqSettings.attention`) is apart from the hidden size, the
+    quick budget's is narrower than its hidden size, and a narrow one decodes step by step as it trains."""
+    from types import SimpleNamespace
+
+    from tasks import TASKS
+    from tasks.translation import SETTINGS
+
+    task = TASKS.get("translation-de-en-attention").configured({})
+    quick = task.network(ModelConfig("gru_fused", 256), SimpleNamespace(vocab_size=60), "quick")
+    assert quick.attention.query.out_features == quick.attention.key.out_features == SETTINGS["quick"].attention
+    assert quick.attention.score.in_features == SETTINGS["quick"].attention < 256
+    # `-o attention_size=N` overrides the budget's (version 8's was the hidden size)
+    wide = task.configured({"attention_size": "256"}).network(ModelConfig("gru_fused", 256),
+                                                              SimpleNamespace(vocab_size=60), "quick")
+    assert wide.attention.score.in_features == 256
+    with pytest.raises(ValueError, match="task option attention_size='0'.*positive integer"):
+        task.configured({"attention_size": "0"})
+    with pytest.raises(ValueError, match="additive score only, not to score=general"):
+        task.configured({"attention_size": "32", "score": "general"})
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig("lstm_fused", 16), 50, True, 8, copy=True, attention_size=4).double().eval()
+    assert model.attention.query.weight.shape == (4, 16)
+    src, src_len = torch.randint(4, 50, (3, 7)), torch.tensor([7, 5, 2])
+    assert_steps_give_teacher_forcing(model, src, src_len, torch.randint(4, 50, (3, 6)))
+
+
 @pytest.mark.parametrize("lexical, input_feed, score", [(True, False, "general"), (False, True, "additive"),
                                                         (True, True, "additive")])
 def test_measured_variants_decode_step_by_step_as_they_train(lexical, input_feed, score):
@@ -359,7 +386,7 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
     assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "score": "additive",
-                                                          "output": "copy", "entries": 0}
+                                                          "attention_size": None, "output": "copy", "entries": 0}
     # the length exponent: the one of the grid with the highest validation BLEU, used for the test
     val_bleu = {float(a): b for a, b in artifacts["length_exponent_val_bleu"].items()}
     assert sorted(val_bleu) == list(LENGTH_EXPONENTS)
@@ -425,3 +452,24 @@ def test_output_option_is_checked(shared_data, tmp_path):
     config = RunConfig(task="translation-de-en-attention", cell="rnn_fused", budget="smoke",
                        task_options=(("output", "copy"), ("beam", "1"), ("score", "additive")))
     assert ensure_baselines(config, tmp_path, shared_data, download=False) == 0
+
+
+def test_dropout_keeps_each_value_with_probability_one_minus_p_and_scales_it():
+    """The task's dropout (its mask drawn by `rand_like` on CPU) does what `nn.Dropout` does: in
+    training each value is kept with probability 1 - p and scaled by 1 / (1 - p), its gradient
+    goes through the same mask; in evaluation it passes values through."""
+    from tasks.translation import Dropout
+
+    drop = Dropout(0.3)
+    torch.manual_seed(0)
+    x = torch.full((200, 500), 2.0, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(0.7, abs=0.01)
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 2.0 / 0.7))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # one seed, one mask
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x) and not Dropout(1.0).train()(x).any()
