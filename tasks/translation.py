@@ -361,8 +361,9 @@ class Features(NamedTuple):
 class Dropout(nn.Dropout):
     """`nn.Dropout` (inverted: the kept values scaled by 1 / (1 - p)), its mask drawn on CPU as
     `rand_like(x) >= p`. torch's CPU dropout draws its mask with `bernoulli_`, measured slow on this
-    project's 2-core CPU: `F.dropout` of a (64, 30, 256) tensor took 4.8 ms, this 2.1 ms (the three
-    dropouts of a quick translation step, about 5 % of it). Other devices keep torch's fused kernel."""
+    project's 2-core CPU: `F.dropout` of a (64, 30, 256) tensor took 4.8 ms, this 2.1 ms, and a quick
+    translation GRU step with it costs about 0.92x one with `nn.Dropout` (`benchmarks/
+    translation_step_cost.py`, README). Other devices keep torch's fused kernel."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0 or self.p >= 1 or x.device.type != "cpu":
@@ -677,7 +678,7 @@ class TranslationTask(Task):
         task = super().configured(raw)
         if task.settings.get("attention_size") is not None and task.settings["score"] != "additive":
             raise ValueError(f"task option attention_size applies to the additive score only, not to "
-                             f"score={task.settings['score']} (its size is the hidden size's)")
+                             f"score={task.settings['score']}: leave it out, or add -o score=additive")
         if task.tsv and not task.settings["corpus"]:
             raise ValueError(f"task {self.name!r} needs --task-option corpus=PATH (a source<TAB>target file)")
         return task
