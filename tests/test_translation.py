@@ -473,3 +473,17 @@ def test_dropout_keeps_each_value_with_probability_one_minus_p_and_scales_it():
     assert torch.equal(drop(x), y)  # one seed, one mask
     assert torch.equal(drop.eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x) and not Dropout(1.0).train()(x).any()
+
+
+def test_attention_size_option_through_the_cli(shared_data, tmp_path):
+    args = ["run", "--task", "translation-de-en-attention", "--cell", "rnn_fused", "--budget", "smoke",
+            "--out", str(tmp_path), "--data-dir", str(shared_data)]
+    result = runner.invoke(app, [*args, "-o", "attention_size=0"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "task option attention_size='0'" in result.output, result.output
+    assert "must be a positive integer" in result.output
+    result = runner.invoke(app, [*args, "-o", "attention_size=8", "-o", "score=general"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "attention_size applies to the additive score only" in result.output, result.output
+    result = runner.invoke(app, [*args, "-o", "attention_size=8"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (row,) = ResultsStore(tmp_path).rows()
+    assert row["config"]["task_config"]["options"]["attention_size"] == 8
