@@ -104,7 +104,7 @@ def run_states(out: Path) -> list[dict[str, Any]]:
     """Per submitted run: its job id and state: the stored status (ok, failed, skipped) when a
     shard or the store holds its row, else the queue's (PENDING, RUNNING, ...), else `lost` (no
     row and not queued: killed, or the job failed before storing)."""
-    from bench.store import ResultsStore, stored_statuses
+    from bench.store import stored_statuses
 
     path = out / JOBS
     if not path.is_file():

@@ -194,5 +194,7 @@ def entries_to_add(corpus: Corpus, splits: dict[str, list[tuple[str, str]]], lim
     held_out = {" ".join(_words(source)) for name in ("val", "test") for source, _ in splits[name]}
     usable = [e for e, words in ((e, _words(e[0])) for e in corpus.entries)
               if known.issuperset(words) and " ".join(words) not in held_out]
-    digest = lambda entry: hashlib.sha1("\t".join(entry).encode("utf-8")).digest()
+
+    def digest(entry):
+        return hashlib.sha1("\t".join(entry).encode("utf-8")).digest()
     return sorted(usable, key=digest)[:limit]

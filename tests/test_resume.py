@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -90,7 +89,7 @@ class NaNFromSecondEpoch(LSTMFused):
 def test_a_failed_run_drops_its_resume_checkpoint_and_starts_afresh_when_tried_again(tmp_path):
     register_cell("nan_from_second_epoch_for_tests", NaNFromSecondEpoch, "test-only")
     try:
-        for attempt in range(2):
+        for _attempt in range(2):
             NaNFromSecondEpoch.calls = 0
             result = invoke("run", "--task", "adding", "-o", "length=5", "--cell", "nan_from_second_epoch_for_tests",
                             "--budget", "smoke", "--out", str(tmp_path))
