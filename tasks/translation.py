@@ -372,6 +372,23 @@ class Dropout(nn.Dropout):
         return x * keep.mul_(1 / (1 - self.p))
 
 
+class TiedOutput(nn.Module):
+    """The output layer whose weights are the embedding's (Press & Wolf 2017; Inan et al. 2017):
+    logits = P(x) . E^T + b, P a linear map from the features to the embedding size where the two
+    differ. Fewer parameters to fit on a small corpus (Sennrich & Zhang 2019 tie them in low-resource
+    translation), and the (N, V) matmul is the embedding's width, not the hidden size."""
+
+    def __init__(self, embedding: nn.Embedding, features: int):
+        super().__init__()
+        self.tied = [embedding]  # a reference, not a submodule: its weight is the Seq2Seq's own
+        self.project = nn.Linear(features, embedding.embedding_dim, bias=False) \
+            if features != embedding.embedding_dim else nn.Identity()
+        self.bias = nn.Parameter(torch.zeros(embedding.num_embeddings))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(self.project(x), self.tied[0].weight, self.bias)
+
+
 class Seq2Seq(nn.Module):
     """`embed`: the embedding size (apart from the hidden size); `dropout`: on the embeddings and
     on the decoder's features before the output layer; `label_smoothing`: of the training loss
@@ -380,10 +397,13 @@ class Seq2Seq(nn.Module):
     a learned probability of generating (the pointer-generator of See et al. 2017; Gu et al.
     2016's copying), possible because source and target share one vocabulary: names, numbers and
     cognates pass through whole. `decode` then gives log-probabilities of the mixture, which
-    serve wherever logits do (softmax, argmax, beam search, perplexity)."""
+    serve wherever logits do (softmax, argmax, beam search, perplexity). `tie`: the output layer's
+    weights are the embedding's (`TiedOutput`); with attention the attentional vector is then the
+    embedding's size."""
 
     def __init__(self, model: ModelConfig, vocab_size: int, attention: bool, embed: int = 256, dropout: float = 0.0,
-                 label_smoothing: float = 0.0, score: str = "additive", copy: bool = False, attention_size: int = 0):
+                 label_smoothing: float = 0.0, score: str = "additive", copy: bool = False, attention_size: int = 0,
+                 tie: bool = False):
         super().__init__()
         hidden = model.hidden_size
         self.label_smoothing = label_smoothing  # of the training loss
@@ -394,12 +414,13 @@ class Seq2Seq(nn.Module):
         directions = self.encoder.num_directions
         self.bridge = StateBridge(self.encoder, self.decoder)
         self.attention = ATTENTION[score](hidden, directions * hidden, attention_size or hidden) if attention else None
-        self.combine = nn.Linear(hidden + directions * hidden, hidden) if attention else None
-        self.generator = nn.Linear(hidden, vocab_size)
+        features = embed if tie and attention else hidden  # the attentional vector's size
+        self.combine = nn.Linear(hidden + directions * hidden, features) if attention else None
+        self.generator = TiedOutput(self.embedding, features) if tie else nn.Linear(hidden, vocab_size)
         if copy and not attention:
             raise ValueError("copying from the source needs attention")
         # p(generate) from the attentional vector, the context and the input embedding (See et al. 2017)
-        self.generate = nn.Linear(hidden + directions * hidden + embed, 1) if copy else None
+        self.generate = nn.Linear(features + directions * hidden + embed, 1) if copy else None
 
     def encode(self, src: Tensor, src_len: Tensor):
         memory, state = self.encoder(self.drop(self.embedding(src)), lengths=src_len)  # (B, S, D*H)
@@ -556,7 +577,7 @@ def _one_of(choices):
     return parse
 
 
-_attention_score, _output = _one_of(tuple(ATTENTION)), _one_of(OUTPUTS)
+_attention_score, _output, _embeddings = _one_of(tuple(ATTENTION)), _one_of(OUTPUTS), _one_of(("apart", "tied"))
 
 
 # the test's length exponents tried on the validation split (`-o length=val`)
@@ -572,6 +593,16 @@ def _length_exponent(text: str) -> str | float:
         value = -1.0
     if not 0.0 <= value <= 5.0:
         raise ValueError("must be val or a number from 0 to 5")
+    return value
+
+
+def _dropout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:  # NaN fails too
+        raise ValueError("must be a probability from 0 up to (not including) 1")
     return value
 
 
@@ -649,6 +680,11 @@ class TranslationTask(Task):
                              "length ** this: a number, or val: the one of "
                              f"{', '.join(map(str, LENGTH_EXPONENTS))} that scores the highest validation BLEU", model_only=True),
         }
+        self.options["dropout"] = Option(None, _dropout, "dropout on the embeddings and on the decoder's features "
+                                         "before the output layer (default: the budget's, quick "
+                                         f"{SETTINGS['quick'].dropout})", model_only=True)
+        self.options["embeddings"] = Option("apart", _embeddings, "tied: the output layer's weights are the "
+                                            "embedding's (Press & Wolf 2017); apart: its own", model_only=True)
         if attention:
             self.options["score"] = Option("additive", _attention_score, "attention score: additive (v . tanh(W q + "
                                            "U k), Bahdanau et al. 2015) or general (q . W k, Luong et al. 2015; "
@@ -692,10 +728,13 @@ class TranslationTask(Task):
 
     def network(self, model, datamodule, budget="quick"):
         settings = SETTINGS[budget]
-        return Seq2Seq(model, datamodule.vocab_size, self.attention, settings.embed, settings.dropout,
+        dropout = self.settings.get("dropout")
+        return Seq2Seq(model, datamodule.vocab_size, self.attention, settings.embed,
+                       settings.dropout if dropout is None else dropout,
                        settings.label_smoothing, self.settings.get("score", "additive"),
                        copy=self.settings.get("output") == "copy",
-                       attention_size=self.settings.get("attention_size") or settings.attention)
+                       attention_size=self.settings.get("attention_size") or settings.attention,
+                       tie=self.settings["embeddings"] == "tied")
 
     def metrics(self):
         return torchmetrics.MetricCollection({

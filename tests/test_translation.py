@@ -385,7 +385,8 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
-    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "score": "additive",
+    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "dropout": None, "embeddings": "apart",
+                                                          "score": "additive",
                                                           "attention_size": None, "output": "copy", "entries": 0}
     # the length exponent: the one of the grid with the highest validation BLEU, used for the test
     val_bleu = {float(a): b for a, b in artifacts["length_exponent_val_bleu"].items()}
@@ -475,7 +476,57 @@ def test_dropout_keeps_each_value_with_probability_one_minus_p_and_scales_it():
     assert torch.equal(Dropout(0.0).train()(x), x) and not Dropout(1.0).train()(x).any()
 
 
-def test_attention_size_option_through_the_cli(shared_data, tmp_path):
+@pytest.mark.parametrize("attention, copy", [(False, False), (True, False), (True, True)])
+def test_tied_embeddings_share_the_output_layers_weights(attention, copy):
+    """`tie`: the output layer's weights are the embedding's (one tensor, one gradient from both
+    uses), the model decodes step by step as it trains, and a checkpoint loads into a fresh model."""
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig("lstm_fused", 16), 40, attention, 8, label_smoothing=0.1, copy=copy, tie=True).double()
+    assert model.generator.tied[0] is model.embedding
+    untied = sum(p.numel() for p in Seq2Seq(ModelConfig("lstm_fused", 16), 40, attention, 8, copy=copy).parameters())
+    assert sum(p.numel() for p in model.parameters()) < untied
+    src, src_len = torch.randint(4, 40, (3, 6)), torch.tensor([6, 4, 2])
+    tgt_in, tgt_out = torch.randint(4, 40, (3, 5)), torch.randint(4, 40, (3, 5))
+    features = model.encode(src, src_len)
+    logits = model.decode(tgt_in, features[2], features[0], features[1])[0]
+    assert logits.shape == (3, 5, 40)
+    # the output layer's use of the embedding alone gives it a gradient at every row
+    token_rows = torch.zeros(40, dtype=torch.bool)
+    token_rows[src.unique()] = token_rows[tgt_in.unique()] = True
+    model.zero_grad()
+    loss = model.training_loss(src, src_len, tgt_in, tgt_out)
+    loss.backward()
+    assert (model.embedding.weight.grad[~token_rows].abs().sum(-1) > 0).all()  # rows never embedded here
+    model.eval()
+    assert_steps_give_teacher_forcing(model, src, src_len, tgt_in)
+    fresh = Seq2Seq(ModelConfig("lstm_fused", 16), 40, attention, 8, copy=copy, tie=True).double().eval()
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh(src, src_len, tgt_in), model(src, src_len, tgt_in))
+
+
+def test_dropout_option_overrides_the_budgets_and_is_checked():
+    """`-o dropout=P` sets the dropout on the embeddings and the output features; default: the budget's."""
+    from types import SimpleNamespace
+
+    from tasks import TASKS
+    from tasks.translation import SETTINGS
+
+    for name in ("translation-de-en", "translation-de-en-attention"):
+        task = TASKS.get(name).configured({})
+        net = task.network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60), "quick")
+        assert net.drop.p == SETTINGS["quick"].dropout > 0
+        net = task.configured({"dropout": "0.2"}).network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60),
+                                                          "quick")
+        assert net.drop.p == 0.2
+        net = task.configured({"dropout": "0"}).network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60),
+                                                        "quick")
+        assert net.drop.p == 0.0  # 0 is a value, not "the budget's"
+        for bad in ("1", "-0.1", "nan", "a lot"):
+            with pytest.raises(ValueError, match=f"task option dropout='{bad}'.*probability from 0 up to"):
+                task.configured({"dropout": bad})
+
+
+def test_attention_size_and_dropout_options_through_the_cli(shared_data, tmp_path):
     args = ["run", "--task", "translation-de-en-attention", "--cell", "rnn_fused", "--budget", "smoke",
             "--out", str(tmp_path), "--data-dir", str(shared_data)]
     result = runner.invoke(app, [*args, "-o", "attention_size=0"], env={"COLUMNS": "200"})
@@ -483,7 +534,15 @@ def test_attention_size_option_through_the_cli(shared_data, tmp_path):
     assert "must be a positive integer" in result.output
     result = runner.invoke(app, [*args, "-o", "attention_size=8", "-o", "score=general"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "attention_size applies to the additive score only" in result.output, result.output
-    result = runner.invoke(app, [*args, "-o", "attention_size=8"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, [*args, "-o", "dropout=1.5"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "task option dropout='1.5'" in result.output, result.output
+    result = runner.invoke(app, [*args, "-o", "embeddings=shared"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "task option embeddings='shared'" in result.output, result.output
+    assert "must be one of apart, tied" in result.output
+    result = runner.invoke(app, [*args, "-o", "attention_size=8", "-o", "dropout=0.25", "-o", "embeddings=tied"],
+                           env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     (row,) = ResultsStore(tmp_path).rows()
     assert row["config"]["task_config"]["options"]["attention_size"] == 8
+    assert row["config"]["task_config"]["options"]["dropout"] == 0.25
+    assert row["config"]["task_config"]["options"]["embeddings"] == "tied"
