@@ -12,7 +12,8 @@ outputs (the placement of Luong et al. 2015), so that teacher forcing runs the d
 whole target in one call of the cell; they also copy from the source (`-o output=copy`, the
 default: the output layer's distribution mixed with the attention on the source's tokens, See et
 al. 2017's pointer-generator). Source and target share one BPE vocabulary (Hugging Face
-`tokenizers`) trained on the training split and saved with the run. The Ding tasks can also
+`tokenizers`) trained on the training split and saved with the run; on the quick budget the output
+layer's weights are the embedding's (`-o embeddings=tied|apart`). The Ding tasks can also
 train on the dictionary's word and phrase entries (`-o entries=N`; `entries_to_add` says which).
 Validation decodes greedily; the test decodes with beam search (width 5, or `--task-option
 beam=K`; 1 decodes greedily). Metrics: corpus BLEU and chrF with SacreBLEU's standard settings
@@ -622,18 +623,21 @@ class Seq2SeqSettings:
     dropout: float  # on the embeddings and on the decoder's features before the output layer
     label_smoothing: float  # of the training loss (validation and test losses are plain)
     attention: int = 0  # the additive score's size (the width of its tanh); 0: the hidden size
+    tie: bool = False  # the output layer's weights the embedding's (`TiedOutput`)
 
 
-# dropout 0.3 on quick: 0.2 was measured and not kept (README): three seeds of `rnnbench run`,
-# LSTM BLEU 4.54 (4.61, 5.15, 3.87) and chrF 20.86 (21.10, 21.76, 19.72) against 0.3's 4.71 and 21.16
-# (21.08-21.21), though a bare loop had given it 4.89 / 21.58 (seed 0) and 5.72 / 22.69 (seed 1)
+# dropout: 0.3 on quick in versions 5 to 9; version 5's three LSTM seeds at 0.2 scored lower (BLEU 4.54
+# against 4.71), version 10's (0.2 with the output layer tied to the embedding) did not: three seeds of
+# `rnnbench run` each (README): GRU BLEU 4.36 / chrF 21.11 against version 9's 4.23 / 20.56, every seed
+# over BLEU 4; LSTM 5.21 / 22.19 against 5.06 / 22.57; a step 0.75-0.88x the cost (`benchmarks/
+# translation_step_cost.py`: the output layer's matmul 128 wide, not 256)
 # the additive score 128 wide on quick (version 9; version 8's was the hidden size, 256): its
 # (B, T, S, size) tanh and backward cost about a fifth of a step at 256, and a step costs 0.86x
 # at 128 (`benchmarks/translation_step_cost.py`). One seed of the bare loop trained alike at 256, 128
 # and 64 (the same training loss; the GRU's test BLEU fell with the width, the LSTM's did not); three
 # seeds of `rnnbench run` scored a little under version 8 (LSTM BLEU 5.06 against 5.49, p = 0.07) in
 # 0.72x (GRU) and 0.83x (LSTM) of its training time (README)
-SETTINGS = {"smoke": Seq2SeqSettings(32, 0.0, 0.0), "quick": Seq2SeqSettings(128, 0.3, 0.1, attention=128),
+SETTINGS = {"smoke": Seq2SeqSettings(32, 0.0, 0.0), "quick": Seq2SeqSettings(128, 0.2, 0.1, attention=128, tie=True),
             "paper": Seq2SeqSettings(256, 0.3, 0.1)}
 
 BUDGETS = {
@@ -648,7 +652,8 @@ BUDGETS = {
     # only; the GRU's 5-12 %), so 14 epochs take about 7 minutes at the speed version 4's 12 were
     # measured at (an estimate: the machine that ran version 5 was slower; README)
     "quick": Budget(max_epochs=14, batch_size=64, hidden_size=256, lr=4e-3,
-                    note="14 epochs, hidden 256, embedding 128, dropout 0.3, label smoothing 0.1, attention 128, "
+                    note="14 epochs, hidden 256, embedding 128 (tied to the output layer), dropout 0.2, label smoothing "
+                    "0.1, attention 128, "
                     "BPE 4000 (punctuation split off), beam 5"),
     "paper": Budget(max_epochs=30, batch_size=64, hidden_size=512, lr=1e-3, note="30 epochs, hidden 512"),
 }
@@ -663,8 +668,9 @@ class TranslationTask(Task):
     # 7: the attention tasks copy from the source (`-o output=copy`; `-o output=generate` is version 6);
     # 8: the additive attention score by default (`-o score=general` is version 7); 9: the additive
     # score 128 wide on quick (`-o attention_size=256` is version 8's width) and dropout's mask drawn
-    # by `rand_like` on CPU (`Dropout`)
-    version = 9
+    # by `rand_like` on CPU (`Dropout`); 10: on quick, the output layer tied to the embedding and dropout 0.2
+    # (`-o embeddings=apart -o dropout=0.3` is version 9's model)
+    version = 10
     primary_metric = "bleu"
     target = 4.0  # the quick floor with attention
     higher_is_better = True
@@ -683,8 +689,9 @@ class TranslationTask(Task):
         self.options["dropout"] = Option(None, _dropout, "dropout on the embeddings and on the decoder's features "
                                          "before the output layer (default: the budget's, quick "
                                          f"{SETTINGS['quick'].dropout})", model_only=True)
-        self.options["embeddings"] = Option("apart", _embeddings, "tied: the output layer's weights are the "
-                                            "embedding's (Press & Wolf 2017); apart: its own", model_only=True)
+        self.options["embeddings"] = Option(None, _embeddings, "tied: the output layer's weights are the "
+                                            "embedding's (Press & Wolf 2017); apart: its own (default: the budget's, "
+                                            f"quick {'tied' if SETTINGS['quick'].tie else 'apart'})", model_only=True)
         if attention:
             self.options["score"] = Option("additive", _attention_score, "attention score: additive (v . tanh(W q + "
                                            "U k), Bahdanau et al. 2015) or general (q . W k, Luong et al. 2015; "
@@ -728,13 +735,13 @@ class TranslationTask(Task):
 
     def network(self, model, datamodule, budget="quick"):
         settings = SETTINGS[budget]
-        dropout = self.settings.get("dropout")
+        dropout, embeddings = self.settings.get("dropout"), self.settings.get("embeddings")
         return Seq2Seq(model, datamodule.vocab_size, self.attention, settings.embed,
                        settings.dropout if dropout is None else dropout,
                        settings.label_smoothing, self.settings.get("score", "additive"),
                        copy=self.settings.get("output") == "copy",
                        attention_size=self.settings.get("attention_size") or settings.attention,
-                       tie=self.settings["embeddings"] == "tied")
+                       tie=settings.tie if embeddings is None else embeddings == "tied")
 
     def metrics(self):
         return torchmetrics.MetricCollection({

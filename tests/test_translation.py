@@ -16,7 +16,7 @@ from bench.store import ResultsStore
 from tasks import TASKS, ModelConfig
 from tasks.data import DataError
 from tasks.translation import (BATCH_TOKENS_PER_PAIR, BOS, EOS, LENGTH_EXPONENTS, PAD, SacreBLEUStat, Seq2Seq,
-                               TranslationData)
+                               TiedOutput, TranslationData)
 from tasks.translation_data import _words as words
 from tasks.translation_data import entries_to_add, find_ding, parse_ding, parse_tsv, split_of, split_pairs
 
@@ -385,7 +385,7 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
-    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "dropout": None, "embeddings": "apart",
+    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "dropout": None, "embeddings": None,
                                                           "score": "additive",
                                                           "attention_size": None, "output": "copy", "entries": 0}
     # the length exponent: the one of the grid with the highest validation BLEU, used for the test
@@ -408,7 +408,7 @@ def test_tsv_task_runs_on_a_user_corpus_and_needs_one(ding, shared_data, tmp_pat
     result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "length=short"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "task option length='short': must be val or a number from 0 to 5" in result.output
     result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "entries=100"], env={"COLUMNS": "200"})
-    assert result.exit_code == 2 and "has no option 'entries'; its options: beam, length, corpus" in result.output
+    assert result.exit_code == 2 and "has no option 'entries'; its options: beam, length, dropout, embeddings, corpus" in result.output
     result = runner.invoke(app, [*args, "-o", "beam"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "--task-option must be NAME=VALUE, got 'beam'" in result.output
     result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "length=0"], env={"COLUMNS": "200"})
@@ -504,8 +504,9 @@ def test_tied_embeddings_share_the_output_layers_weights(attention, copy):
     torch.testing.assert_close(fresh(src, src_len, tgt_in), model(src, src_len, tgt_in))
 
 
-def test_dropout_option_overrides_the_budgets_and_is_checked():
-    """`-o dropout=P` sets the dropout on the embeddings and the output features; default: the budget's."""
+def test_dropout_and_embeddings_options_override_the_budgets_and_are_checked():
+    """`-o dropout=P` sets the dropout on the embeddings and the output features, `-o embeddings=tied|apart`
+    whether the output layer's weights are the embedding's; by default, the budget's (quick: tied)."""
     from types import SimpleNamespace
 
     from tasks import TASKS
@@ -521,6 +522,14 @@ def test_dropout_option_overrides_the_budgets_and_is_checked():
         net = task.configured({"dropout": "0"}).network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60),
                                                         "quick")
         assert net.drop.p == 0.0  # 0 is a value, not "the budget's"
+        quick = task.network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60), "quick")
+        assert SETTINGS["quick"].tie and isinstance(quick.generator, TiedOutput)  # version 10
+        apart = task.configured({"embeddings": "apart"}).network(ModelConfig("gru_fused", 32),
+                                                                  SimpleNamespace(vocab_size=60), "quick")
+        assert isinstance(apart.generator, torch.nn.Linear) and apart.generator.weight.shape == (60, 32)
+        smoke = task.configured({"embeddings": "tied"}).network(ModelConfig("gru_fused", 32),
+                                                                 SimpleNamespace(vocab_size=60), "smoke")
+        assert isinstance(smoke.generator, TiedOutput) and not SETTINGS["smoke"].tie
         for bad in ("1", "-0.1", "nan", "a lot"):
             with pytest.raises(ValueError, match=f"task option dropout='{bad}'.*probability from 0 up to"):
                 task.configured({"dropout": bad})
