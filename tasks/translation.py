@@ -579,6 +579,7 @@ def _one_of(choices):
 
 
 _attention_score, _output, _embeddings = _one_of(tuple(ATTENTION)), _one_of(OUTPUTS), _one_of(("apart", "tied"))
+_length_by = _one_of(("bleu", "length"))
 
 
 # the test's length exponents tried on the validation split (`-o length=val`)
@@ -684,7 +685,11 @@ class TranslationTask(Task):
             "beam": Option(5, positive_int, "beam width for the test; 1 decodes greedily", model_only=True),
             "length": Option("val", _length_exponent, "beam search ranks its hypotheses by log-probability / "
                              "length ** this: a number, or val: the one of "
-                             f"{', '.join(map(str, LENGTH_EXPONENTS))} that scores the highest validation BLEU", model_only=True),
+                             f"{', '.join(map(str, LENGTH_EXPONENTS))} that scores the highest on the validation split "
+                             "(by -o length_by)", model_only=True),
+            "length_by": Option("bleu", _length_by, "with -o length=val, what chooses the length exponent on the "
+                                "validation split: bleu (the highest BLEU) or length (the outputs' length nearest "
+                                "the references')", model_only=True),
         }
         self.options["dropout"] = Option(None, _dropout, "dropout on the embeddings and on the decoder's features "
                                          "before the output layer (default: the budget's, quick "
@@ -722,6 +727,9 @@ class TranslationTask(Task):
         if task.settings.get("attention_size") is not None and task.settings["score"] != "additive":
             raise ValueError(f"task option attention_size applies to the additive score only, not to "
                              f"score={task.settings['score']}: leave it out, or add -o score=additive")
+        if "length_by" in raw and task.settings["length"] != "val":
+            raise ValueError(f"task option length_by chooses the length exponent on the validation split, but "
+                             f"length={task.settings['length']} fixes it: leave one of them out")
         if task.tsv and not task.settings["corpus"]:
             raise ValueError(f"task {self.name!r} needs --task-option corpus=PATH (a source<TAB>target file)")
         return task
@@ -771,9 +779,10 @@ class TranslationTask(Task):
 
     def length_exponent(self, network, datamodule) -> float:
         """The test's length exponent: `-o length`'s number, or (`val`, the default) the one of
-        LENGTH_EXPONENTS whose beam-search outputs score the highest BLEU on the validation split
-        (ties: the nearest to 1), chosen once per network from one search, since the search does
-        not depend on the ranking. Decoding settings are tuned on held-out data, not the test (as
+        LENGTH_EXPONENTS whose beam-search outputs on the validation split score the highest BLEU
+        (`-o length_by=bleu`) or come nearest the references' length (`length`; ties: the nearest
+        to 1), chosen once per network from one search, since the search does not depend on the
+        ranking. Decoding settings are tuned on held-out data, not the test (as
         GNMT's length penalty, Wu et al. 2016). Three quick seeds each (README): the GRU, whose
         outputs ran 0.82-0.85x the references' length ranked per token, got 1.2-1.3 and chrF 17.1
         against 16.1 (BLEU 2.39 against 2.44); the LSTM got 0.9-1.1 and the same scores."""
@@ -781,17 +790,10 @@ class TranslationTask(Task):
         if setting != "val":
             return float(setting)
         if getattr(network, "length_exponent", None) is None:
-            device = next(network.parameters()).device
-            beam, scores = self.settings["beam"], {alpha: SacreBLEUStat("bleu") for alpha in LENGTH_EXPONENTS}
-            for batch in datamodule.val_batches_to_tune():
-                batch = move_data_to_device(batch, device)
-                candidates = network.beam_candidates(batch["src"], batch["src_len"], max_output_length(batch), beam)
-                for alpha, metric in scores.items():
-                    hypotheses = [datamodule.decode(ids) for ids in network.rank(candidates, alpha).tolist()]
-                    metric.update(hypotheses, batch["target_text"])
-            bleu = {alpha: float(metric.compute()) for alpha, metric in scores.items()}
-            network.length_exponent = max(LENGTH_EXPONENTS, key=lambda a: (bleu[a], -abs(a - 1.0)))
-            network.length_exponent_val_bleu = bleu
+            scores = scores_by_length_exponent(network, datamodule.val_batches_to_tune(), self.settings["beam"],
+                                               datamodule)
+            network.length_exponent = choose_length_exponent(scores, self.settings["length_by"])
+            network.length_exponent_val = scores
         return network.length_exponent
 
     def baselines(self, datamodule):
@@ -851,7 +853,8 @@ class TranslationTask(Task):
             "tokenizer": str(datamodule.tokenizer_path),
             "vocab_size": datamodule.vocab_size,
             "length_exponent": self.length_exponent(network, datamodule) if beam > 1 else None,
-            "length_exponent_val_bleu": getattr(network, "length_exponent_val_bleu", None),
+            **{f"length_exponent_val_{kind}": getattr(network, "length_exponent_val", {}).get(kind)
+               for kind in ("bleu", "chrf", "length_ratio")},
         }
 
     def config(self):
@@ -866,6 +869,31 @@ class TranslationTask(Task):
 @functools.lru_cache(maxsize=8)
 def file_md5(path: str) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def scores_by_length_exponent(network: Seq2Seq, batches, beam: int, datamodule) -> dict[str, dict[float, float]]:
+    """Corpus BLEU, chrF and length ratio of `batches` decoded by one beam search, its finished
+    hypotheses ranked at each of LENGTH_EXPONENTS: {"bleu": {a: score}, "chrf": ..., "length_ratio": ...}.
+    The search does not depend on the ranking, so this costs one search whatever the grid."""
+    device = next(network.parameters()).device
+    kinds = {"bleu": SacreBLEUStat, "chrf": SacreBLEUStat, "length_ratio": lambda _: LengthRatio()}
+    metrics = {alpha: {kind: make(kind) for kind, make in kinds.items()} for alpha in LENGTH_EXPONENTS}
+    for batch in batches:
+        batch = move_data_to_device(batch, device)
+        candidates = network.beam_candidates(batch["src"], batch["src_len"], max_output_length(batch), beam)
+        for alpha, by_kind in metrics.items():
+            hypotheses = [datamodule.decode(ids) for ids in network.rank(candidates, alpha).tolist()]
+            for metric in by_kind.values():
+                metric.update(hypotheses, batch["target_text"])
+    return {kind: {alpha: float(metrics[alpha][kind].compute()) for alpha in LENGTH_EXPONENTS} for kind in kinds}
+
+
+def choose_length_exponent(scores: dict[str, dict[float, float]], by: str) -> float:
+    """The length exponent `-o length_by` picks from `scores_by_length_exponent`'s validation scores:
+    `bleu`, the highest BLEU; `length`, the outputs' length ratio nearest 1; any other key of
+    `scores` (`chrf`), its highest. Ties: the a nearest 1."""
+    key = {a: -abs(ratio - 1.0) for a, ratio in scores["length_ratio"].items()} if by == "length" else scores[by]
+    return max(LENGTH_EXPONENTS, key=lambda a: (key[a], -abs(a - 1.0)))
 
 
 def max_output_length(batch) -> int:

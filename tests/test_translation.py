@@ -207,6 +207,17 @@ def test_decoding_a_trained_toy_model_reproduces_memorised_pairs(cell, attention
         for b in range(len(sources)):
             best = max(range(3), key=lambda k: scores[b, k] / lengths[b, k].clamp(min=1) ** alpha)
             assert ranked[b].tolist() == tokens[b, best].tolist()
+    # scored at every length exponent from one search: the memorised pairs give BLEU and chrF 100, length 1
+    from types import SimpleNamespace
+
+    from tasks.translation import scores_by_length_exponent
+
+    decode = SimpleNamespace(decode=lambda ids: " ".join(f"w{i}" for i in ids[: ids.index(EOS) if EOS in ids else None]))
+    batch = {"src": src, "src_len": src_len, "tgt_out": tgt_out, "target_text": [decode.decode(t) for t in targets]}
+    scores = scores_by_length_exponent(model, [batch], 3, decode)
+    for kind, best in (("bleu", 100), ("chrf", 100), ("length_ratio", 1)):
+        assert list(scores[kind]) == list(LENGTH_EXPONENTS)
+        assert all(value == pytest.approx(best) for value in scores[kind].values()), (kind, scores[kind])
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -385,13 +396,15 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
-    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "dropout": None, "embeddings": None,
+    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "length_by": "bleu",
+                                                          "dropout": None, "embeddings": None,
                                                           "score": "additive",
                                                           "attention_size": None, "output": "copy", "entries": 0}
     # the length exponent: the one of the grid with the highest validation BLEU, used for the test
     val_bleu = {float(a): b for a, b in artifacts["length_exponent_val_bleu"].items()}
     assert sorted(val_bleu) == list(LENGTH_EXPONENTS)
     assert val_bleu[artifacts["length_exponent"]] == max(val_bleu.values())
+    assert sorted(float(a) for a in artifacts["length_exponent_val_chrf"]) == list(LENGTH_EXPONENTS)
     report = (tmp_path / "report.md").read_text()
     assert "test chrf" in report and "test perplexity" in report and "tokens/s" in report
     assert artifacts["examples"][0]["source"] in report and "SacreBLEU signatures" in report
@@ -408,7 +421,7 @@ def test_tsv_task_runs_on_a_user_corpus_and_needs_one(ding, shared_data, tmp_pat
     result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "length=short"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "task option length='short': must be val or a number from 0 to 5" in result.output
     result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "entries=100"], env={"COLUMNS": "200"})
-    assert result.exit_code == 2 and "has no option 'entries'; its options: beam, length, dropout, embeddings, corpus" in result.output
+    assert result.exit_code == 2 and "has no option 'entries'; its options: beam, length, length_by, dropout, embeddings, corpus" in result.output
     result = runner.invoke(app, [*args, "-o", "beam"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "--task-option must be NAME=VALUE, got 'beam'" in result.output
     result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "length=0"], env={"COLUMNS": "200"})
@@ -548,10 +561,36 @@ def test_attention_size_and_dropout_options_through_the_cli(shared_data, tmp_pat
     result = runner.invoke(app, [*args, "-o", "embeddings=shared"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "task option embeddings='shared'" in result.output, result.output
     assert "must be one of apart, tied" in result.output
-    result = runner.invoke(app, [*args, "-o", "attention_size=8", "-o", "dropout=0.25", "-o", "embeddings=tied"],
-                           env={"COLUMNS": "200"})
+    result = runner.invoke(app, [*args, "-o", "length_by=chrf"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "task option length_by='chrf': must be one of bleu, length" in result.output
+    result = runner.invoke(app, [*args, "-o", "length=1", "-o", "length_by=length"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "but length=1.0 fixes it" in result.output, result.output
+    result = runner.invoke(app, [*args, "-o", "attention_size=8", "-o", "dropout=0.25", "-o", "embeddings=tied",
+                                 "-o", "length_by=length"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     (row,) = ResultsStore(tmp_path).rows()
+    # the length exponent whose validation outputs' length came nearest the references' decoded the test
+    ratio = {float(a): r for a, r in row["artifacts"]["length_exponent_val_length_ratio"].items()}
+    assert sorted(ratio) == list(LENGTH_EXPONENTS) and row["config"]["task_config"]["options"]["length_by"] == "length"
+    assert all(r > 0 for r in ratio.values())
+    assert row["artifacts"]["length_exponent"] == min(ratio, key=lambda a: (abs(ratio[a] - 1), abs(a - 1)))
     assert row["config"]["task_config"]["options"]["attention_size"] == 8
     assert row["config"]["task_config"]["options"]["dropout"] == 0.25
     assert row["config"]["task_config"]["options"]["embeddings"] == "tied"
+
+
+def test_length_exponent_choice_by_bleu_or_by_length():
+    from tasks.translation import choose_length_exponent
+
+    grid = list(LENGTH_EXPONENTS)
+    bleu = dict.fromkeys(grid, 5.0) | {0.8: 5.1}
+    ratio = {a: 0.8 + 0.1 * i for i, a in enumerate(grid)}  # 0.8, 0.9, ..., 1.5: 1.0 at a = 1.0
+    scores = {"bleu": bleu, "chrf": {a: 20 + a for a in grid}, "length_ratio": ratio}
+    assert choose_length_exponent(scores, "bleu") == 0.8
+    assert choose_length_exponent(scores, "length") == 1.0
+    assert choose_length_exponent(scores, "chrf") == 1.5
+    # ties go to the a nearest 1: equal BLEU everywhere, or lengths equally far from the references'
+    assert choose_length_exponent({**scores, "bleu": dict.fromkeys(grid, 5.0)}, "bleu") == 1.0
+    assert choose_length_exponent({**scores, "length_ratio": {a: 1.2 if a < 1.2 else 0.8 for a in grid}}, "length") == 1.0
+    assert choose_length_exponent({**scores, "length_ratio": {a: 0.5 + a / 2 for a in grid}}, "length") == 1.0
+    assert choose_length_exponent({**scores, "length_ratio": {a: 0.5 + a / 4 for a in grid}}, "length") == 1.5
