@@ -4,13 +4,15 @@
     python benchmarks/translation_length_choice.py --out runs --data-dir ../shared/data
 
 Beam search ranks its finished hypotheses by log-probability / length ** a; a run's test uses the
-a of LENGTH_EXPONENTS chosen on the validation split by `-o length_by`: the highest BLEU (`bleu`)
-or the outputs' length nearest the references' (`length`); the highest chrF is shown beside them. For every translation run in OUT/results.sqlite whose tested weights were kept
-(`--keep-checkpoints best`), this rebuilds the network from the stored options, loads those
+a of LENGTH_EXPONENTS chosen on the validation split by `-o length_by`: the outputs' length nearest
+the references' (`length`, version 11) or the highest BLEU (`bleu`, version 10); the highest chrF
+is shown beside them. For every translation run in OUT/results.sqlite whose tested weights were
+kept (`--keep-checkpoints best`), this rebuilds the network from the stored options, loads those
 weights, runs one beam search over the validation split and one over the test split, and prints
-BLEU, chrF and the length ratio at each a on both, the a each rule would choose, and the test
-scores it would get. The run's own stored test BLEU is printed beside the one recomputed here
-at the run's exponent: they agree when the rebuild is faithful.
+BLEU, chrF and the length ratio at each a on both, the share of test outputs without an end
+token, the a each rule would choose and the test scores it would get. The run's own stored test
+BLEU is printed beside the one recomputed here at the run's exponent: they agree when the
+rebuild is faithful.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from tasks.base import initialise_cells
 from tasks.translation import LENGTH_EXPONENTS, TranslationTask, choose_length_exponent, scores_by_length_exponent
 
 
-RULES = {"bleu": "BLEU", "length": "length nearest 1", "chrf": "chrF"}
+RULES = {"length": "length nearest 1", "bleu": "BLEU", "chrf": "chrF"}
 
 
 def rebuild(row: dict, out: Path, data_dir: Path | None):
@@ -61,8 +63,8 @@ def main() -> None:
             and (args.out / "runs" / row["run_id"] / "checkpoints" / "best.ckpt").is_file()]
     if not rows:
         raise SystemExit(f"no translation run in {args.out} kept its tested weights (run with --keep-checkpoints best)")
-    # the rules of `-o length_by` (bleu, length) and the highest validation chrF, for comparison
-    picks: dict[str, list[dict[str, float]]] = {"bleu": [], "length": [], "chrf": []}
+    # the rules of `-o length_by` (length, bleu) and the highest validation chrF, for comparison
+    picks: dict[str, list[dict[str, float]]] = {"length": [], "bleu": [], "chrf": []}
     for row in rows:
         task, datamodule, network = rebuild(row, args.out, args.data_dir)
         beam = task.settings["beam"]
@@ -72,21 +74,22 @@ def main() -> None:
         stored = row["artifacts"]["length_exponent"]
         print(f"\n{row['task']} {row['cell']} seed {row['seed']} ({row['run_id']}): stored test BLEU "
               f"{row['metrics']['bleu']:.4f} at a = {stored}, recomputed {test['bleu'][stored]:.4f}")
-        print("   a | val BLEU  chrF  length | test BLEU  chrF  length")
+        print("   a | val BLEU  chrF  length | test BLEU  chrF  length  no_eos %")
         for a in LENGTH_EXPONENTS:
             print(f" {a:.1f} | {val['bleu'][a]:8.2f} {val['chrf'][a]:5.2f} {val['length_ratio'][a]:7.3f} | "
-                  f"{test['bleu'][a]:9.2f} {test['chrf'][a]:5.2f} {test['length_ratio'][a]:7.3f}")
+                  f"{test['bleu'][a]:9.2f} {test['chrf'][a]:5.2f} {test['length_ratio'][a]:7.3f} "
+                  f"{100 * test['no_eos'][a]:9.2f}")
         for by, picked in picks.items():
             a = choose_length_exponent(val, by)
-            picked.append({"a": a, **{kind: test[kind][a] for kind in ("bleu", "chrf", "length_ratio")}})
+            picked.append({"a": a, **{kind: test[kind][a] for kind in test}})
             print(f"  by validation {RULES[by]}: a = {a}: test BLEU {test['bleu'][a]:.2f}, chrF {test['chrf'][a]:.2f}, "
-                  f"length {test['length_ratio'][a]:.3f}")
+                  f"length {test['length_ratio'][a]:.3f}, no_eos {100 * test['no_eos'][a]:.2f} %")
     print("\nmean over the runs (test):")
     for by, picked in picks.items():
         print(f"  by validation {RULES[by]}: BLEU {statistics.mean(p['bleu'] for p in picked):.2f} "
               f"(min {min(p['bleu'] for p in picked):.2f}), chrF {statistics.mean(p['chrf'] for p in picked):.2f} "
               f"(min {min(p['chrf'] for p in picked):.2f}), length {min(p['length_ratio'] for p in picked):.3f}-"
-              f"{max(p['length_ratio'] for p in picked):.3f}")
+              f"{max(p['length_ratio'] for p in picked):.3f}, no_eos up to {100 * max(p['no_eos'] for p in picked):.2f} %")
 
 
 if __name__ == "__main__":

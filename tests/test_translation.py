@@ -215,7 +215,7 @@ def test_decoding_a_trained_toy_model_reproduces_memorised_pairs(cell, attention
     decode = SimpleNamespace(decode=lambda ids: " ".join(f"w{i}" for i in ids[: ids.index(EOS) if EOS in ids else None]))
     batch = {"src": src, "src_len": src_len, "tgt_out": tgt_out, "target_text": [decode.decode(t) for t in targets]}
     scores = scores_by_length_exponent(model, [batch], 3, decode)
-    for kind, best in (("bleu", 100), ("chrf", 100), ("length_ratio", 1)):
+    for kind, best in (("bleu", 100), ("chrf", 100), ("length_ratio", 1), ("no_eos", 0)):
         assert list(scores[kind]) == list(LENGTH_EXPONENTS)
         assert all(value == pytest.approx(best) for value in scores[kind].values()), (kind, scores[kind])
 
@@ -396,15 +396,17 @@ def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, t
     assert artifacts["corpus"]["pairs"] > 19_000 and artifacts["splits"]["test"] > 500
     assert artifacts["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert (tmp_path / "runs" / row["run_id"] / "tokenizer.json").is_file()
-    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "length_by": "bleu",
+    assert row["config"]["task_config"]["options"] == {"beam": 2, "length": "val", "length_by": "length",
                                                           "dropout": None, "embeddings": None,
                                                           "score": "additive",
                                                           "attention_size": None, "output": "copy", "entries": 0}
-    # the length exponent: the one of the grid with the highest validation BLEU, used for the test
-    val_bleu = {float(a): b for a, b in artifacts["length_exponent_val_bleu"].items()}
-    assert sorted(val_bleu) == list(LENGTH_EXPONENTS)
-    assert val_bleu[artifacts["length_exponent"]] == max(val_bleu.values())
-    assert sorted(float(a) for a in artifacts["length_exponent_val_chrf"]) == list(LENGTH_EXPONENTS)
+    # the length exponent: the one of the grid whose validation outputs' length came nearest the
+    # references' (ties: the nearest to 1), used for the test; BLEU and chrF of each kept beside
+    ratio = {float(a): r for a, r in artifacts["length_exponent_val_length_ratio"].items()}
+    assert sorted(ratio) == list(LENGTH_EXPONENTS) and all(r > 0 for r in ratio.values())
+    assert artifacts["length_exponent"] == min(ratio, key=lambda a: (abs(ratio[a] - 1), abs(a - 1)))
+    for kind in ("bleu", "chrf"):
+        assert sorted(float(a) for a in artifacts[f"length_exponent_val_{kind}"]) == list(LENGTH_EXPONENTS)
     report = (tmp_path / "report.md").read_text()
     assert "test chrf" in report and "test perplexity" in report and "tokens/s" in report
     assert artifacts["examples"][0]["source"] in report and "SacreBLEU signatures" in report
@@ -563,17 +565,16 @@ def test_attention_size_and_dropout_options_through_the_cli(shared_data, tmp_pat
     assert "must be one of apart, tied" in result.output
     result = runner.invoke(app, [*args, "-o", "length_by=chrf"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "task option length_by='chrf': must be one of bleu, length" in result.output
-    result = runner.invoke(app, [*args, "-o", "length=1", "-o", "length_by=length"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, [*args, "-o", "length=1", "-o", "length_by=bleu"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "but length=1.0 fixes it" in result.output, result.output
     result = runner.invoke(app, [*args, "-o", "attention_size=8", "-o", "dropout=0.25", "-o", "embeddings=tied",
-                                 "-o", "length_by=length"], env={"COLUMNS": "200"})
+                                 "-o", "length_by=bleu"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     (row,) = ResultsStore(tmp_path).rows()
-    # the length exponent whose validation outputs' length came nearest the references' decoded the test
-    ratio = {float(a): r for a, r in row["artifacts"]["length_exponent_val_length_ratio"].items()}
-    assert sorted(ratio) == list(LENGTH_EXPONENTS) and row["config"]["task_config"]["options"]["length_by"] == "length"
-    assert all(r > 0 for r in ratio.values())
-    assert row["artifacts"]["length_exponent"] == min(ratio, key=lambda a: (abs(ratio[a] - 1), abs(a - 1)))
+    # version 10's rule: the length exponent with the highest validation BLEU (ties: the nearest to 1)
+    val_bleu = {float(a): b for a, b in row["artifacts"]["length_exponent_val_bleu"].items()}
+    assert sorted(val_bleu) == list(LENGTH_EXPONENTS) and row["config"]["task_config"]["options"]["length_by"] == "bleu"
+    assert row["artifacts"]["length_exponent"] == max(val_bleu, key=lambda a: (val_bleu[a], -abs(a - 1)))
     assert row["config"]["task_config"]["options"]["attention_size"] == 8
     assert row["config"]["task_config"]["options"]["dropout"] == 0.25
     assert row["config"]["task_config"]["options"]["embeddings"] == "tied"
