@@ -192,6 +192,13 @@ def _with_options(task_config: dict[str, Any], kept: dict[str, Any] | None) -> d
     return {**task_config, "options": {k: v for k, v in options.items() if k in (kept or {})}}
 
 
+def shared_options(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The task options every run has alike, set ones only (None: the budget's, which its note gives)."""
+    options = [((r.get("config") or {}).get("task_config") or {}).get("options") or {} for r in runs]
+    first = options[0] if options else {}
+    return {k: v for k, v in first.items() if v is not None and all(k in o and o[k] == v for o in options)}
+
+
 def _options(options: dict[str, Any] | None) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted((options or {}).items()))
 
@@ -392,6 +399,10 @@ def render(rows: list[dict[str, Any]], plots: dict[str, list[tuple[str, str]]] |
                         for e in entries for r in e["runs"]})
         if any(note for _, note in notes):
             out += ["Budgets: " + "; ".join(f"{budget}: {note}" for budget, note in notes if note) + ".", ""]
+        shared = shared_options([r for e in entries for r in e["runs"]])
+        if shared:  # what the runs used where a budget's note says otherwise (e.g. -o dropout=0.3)
+            out += [f"Task options of every run: {_options(shared)} (those that differ are in the configuration "
+                    "labels; left out: the budget's).", ""]
         for picture, caption in plots.get(task, []):
             out += [f"![{caption}]({picture})", ""]
         out += _examples(entries)

@@ -85,6 +85,13 @@ def test_configurations_that_differ_are_not_averaged_and_their_labels_say_how():
     assert labels == ["1x8 quick cuda: NVIDIA H200 frames=conv v2", "1x8 quick cpu frames=conv v2",
                       "1x8 quick cpu frames=conv v1", "1x8 quick cpu frames=fc v2"]
     assert len({e["configuration_id"] for e in entries}) == 4
+    # options every run has alike are named once under the table (None: the budget's, left out)
+    for r in rows:
+        r["config"]["task_config"]["options"] |= {"dropout": 0.1, "beam": None}
+    text = render(rows)
+    assert "Task options of every run: dropout=0.1 (those that differ" in text and "beam=" not in text
+    rows[0]["config"]["task_config"]["options"]["dropout"] = 0.3
+    assert "Task options of every run" not in render(rows)
 
 
 def test_mean_with_a_95_percent_interval_and_welch_against_the_best():
