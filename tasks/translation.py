@@ -689,8 +689,8 @@ class TranslationTask(Task):
             "beam": Option(5, positive_int, "beam width for the test; 1 decodes greedily", model_only=True),
             "length": Option("val", _length_exponent, "beam search ranks its hypotheses by log-probability / "
                              "length ** this: a number, or val: the one of "
-                             f"{', '.join(map(str, LENGTH_EXPONENTS))} that scores the highest on the validation split "
-                             "(by -o length_by)", model_only=True),
+                             f"{', '.join(map(str, LENGTH_EXPONENTS))} chosen on the validation split by -o length_by",
+                             model_only=True),
             "length_by": Option("length", _length_by, "with -o length=val, what chooses the length exponent on the "
                                 "validation split: length (the outputs' length nearest the references'; version 11) "
                                 "or bleu (the highest BLEU; version 10)", model_only=True),
