@@ -104,6 +104,12 @@ class RunConfig:
             **({"precision": self.resolved_precision()} if self.resolved_precision() != "32" else {}),
         }
 
+    def network(self, task, datamodule) -> torch.nn.Module:
+        """The run's network, initialised as its budget says (`task`: `task_spec()`; after
+        `datamodule.prepare_data()`: a task may size its network by the data)."""
+        model = ModelConfig(self.cell, self.resolved_hidden_size, self.num_layers, self.bidirectional, self.dropout)
+        return initialise_cells(task.network(model, datamodule, self.budget), task.budget(self.budget))
+
     @property
     def run_id(self) -> str:
         return content_hash(self.identity())
@@ -248,8 +254,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download, run_dir=run_dir)
     datamodule.prepare_data()  # here, before the network: a task may size its network by the data
-    model = ModelConfig(config.cell, config.resolved_hidden_size, config.num_layers, config.bidirectional, config.dropout)
-    network = initialise_cells(task.network(model, datamodule, config.budget), budget)
+    network = config.network(task, datamodule)
     module = BenchModule(network, task, budget, config=record["config"], precision=record["precision"])
 
     monitor = f"val/{task.primary_metric}"

@@ -25,8 +25,7 @@ import torch
 
 from bench.runner import RunConfig
 from bench.store import ResultsStore
-from tasks import TASKS, ModelConfig
-from tasks.base import initialise_cells
+from tasks import TASKS
 from tasks.translation import LENGTH_EXPONENTS, TranslationTask, choose_length_exponent, scores_by_length_exponent
 
 
@@ -38,16 +37,15 @@ def rebuild(row: dict, out: Path, data_dir: Path | None):
                if value is not None}
     config = RunConfig(task=row["task"], cell=row["cell"], seed=row["seed"], budget=row["budget"],
                        num_layers=row["num_layers"], hidden_size=row["hidden_size"],
-                       bidirectional=bool(row["bidirectional"]), accelerator="cpu", precision="32",
-                       task_options=tuple(options.items()))
+                       bidirectional=bool(row["bidirectional"]), dropout=row["config"]["dropout"], accelerator="cpu",
+                       precision="32", task_options=tuple(options.items()))
     task = config.task_spec()
     budget = task.budget(config.budget)
     run_dir = out / "runs" / row["run_id"]
     datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=False, run_dir=run_dir)
     datamodule.prepare_data()  # the run's own tokenizer, kept in its folder
     datamodule.setup("test")
-    model = ModelConfig(config.cell, config.resolved_hidden_size, config.num_layers, config.bidirectional)
-    network = initialise_cells(task.network(model, datamodule, config.budget), budget)
+    network = config.network(task, datamodule)
     state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     network.load_state_dict({k.removeprefix("network."): v for k, v in state.items()})  # strict: same structure
     return task, datamodule, network.eval()
