@@ -4,8 +4,9 @@
         -o attention_size=256 -o attention_size=128 -o attention_size=64 -o score=general
 
 Each `-o` is one variant: comma-separated task options (`-o score=general`,
-`-o attention_size=256,output=generate`; `-o ""` is the task's defaults; `dropout=torch`, this
-script's own, puts torch's `nn.Dropout` in place of the task's). The task's data,
+`-o attention_size=256,output=generate`; `-o ""` is the task's defaults; two keys are this
+script's own: `dropout=torch` puts torch's `nn.Dropout` in place of the task's, `hidden=N` sets
+the recurrent cells' hidden size, as `rnnbench run --hidden N` does). The task's data,
 network, AdamW and clipping train a fresh network per variant over the same batches (every
 `--every`-th training batch: short and long ones alike, as an epoch has them), the variants
 alternating within each round; it prints the milliseconds a step took per round and the ratio of
@@ -37,10 +38,10 @@ def parse_options(text: str) -> dict[str, str]:
     return dict(pairs)
 
 
-def step_seconds(task, cell: str, data, batches: list, seed: int, torch_dropout: bool) -> float:
+def step_seconds(task, cell: str, data, batches: list, seed: int, torch_dropout: bool, hidden: int | None) -> float:
     budget = task.budget("quick")
     torch.manual_seed(seed)
-    network = initialise_cells(task.network(ModelConfig(cell, budget.hidden_size), data, "quick"), budget)
+    network = initialise_cells(task.network(ModelConfig(cell, hidden or budget.hidden_size), data, "quick"), budget)
     if torch_dropout:
         network.drop = nn.Dropout(network.drop.p)
     optimizer, _ = optimizer_and_schedule(network.parameters(), budget, len(batches))
@@ -71,6 +72,7 @@ def main() -> None:
     base = TASKS.get(TASK)
     options = {text or "defaults": parse_options(text) for text in args.options}
     torch_dropout = {name: given.pop("dropout", None) == "torch" for name, given in options.items()}
+    hidden = {name: int(given.pop("hidden")) if "hidden" in given else None for name, given in options.items()}
     tasks = {name: base.configured(given) for name, given in options.items()}
     with tempfile.TemporaryDirectory() as folder:
         first = next(iter(tasks.values()))
@@ -83,7 +85,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in tasks}
     for round_ in range(args.rounds):
         for name, task in tasks.items():
-            times[name].append(step_seconds(task, args.cell, data, batches, round_, torch_dropout[name]))
+            times[name].append(step_seconds(task, args.cell, data, batches, round_, torch_dropout[name], hidden[name]))
     reference = next(iter(times.values()))
     for name, seconds in times.items():
         ratios = [s / r for s, r in zip(seconds, reference)]
