@@ -653,7 +653,10 @@ BUDGETS = {
     # 4.14 / 20.1, 13 epochs 4.61 / 20.6; version 4 trained 12 epochs, what fitted 8 minutes on a
     # 2-core CPU then. Version 5's LSTM epochs cost 10-19 % less (the output layer at real positions
     # only; the GRU's 5-12 %), so 14 epochs take about 7 minutes at the speed version 4's 12 were
-    # measured at (an estimate: the machine that ran version 5 was slower; README)
+    # measured at (an estimate: the machine that ran version 5 was slower; README). Cheaper quick steps
+    # tried for the 8 minutes on a 2-core AMD EPYC, where version 11 takes 10.5-12 min (README, "Toward
+    # the 8-minute floor"): hidden 128 made a step about 0.7x as costly and kept the GRU's quality, but
+    # runs took 8.1-8.8 min and the LSTM's chrF fell to 21.72; fewer epochs cost the GRU's chrF (12: 21.54)
     "quick": Budget(max_epochs=14, batch_size=64, hidden_size=256, lr=4e-3,
                     note="14 epochs, hidden 256, embedding 128 (tied to the output layer), dropout 0.1, label smoothing "
                     "0.1, attention 128, "
