@@ -38,6 +38,12 @@ def parse_options(text: str) -> dict[str, str]:
     return dict(pairs)
 
 
+def hidden_size(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise SystemExit(f"-o hidden={text}: the hidden size must be a positive integer")
+    return int(text)
+
+
 def step_seconds(task, cell: str, data, batches: list, seed: int, torch_dropout: bool, hidden: int | None) -> float:
     budget = task.budget("quick")
     torch.manual_seed(seed)
@@ -72,7 +78,7 @@ def main() -> None:
     base = TASKS.get(TASK)
     options = {text or "defaults": parse_options(text) for text in args.options}
     torch_dropout = {name: given.pop("dropout", None) == "torch" for name, given in options.items()}
-    hidden = {name: int(given.pop("hidden")) if "hidden" in given else None for name, given in options.items()}
+    hidden = {name: hidden_size(given.pop("hidden")) if "hidden" in given else None for name, given in options.items()}
     tasks = {name: base.configured(given) for name, given in options.items()}
     with tempfile.TemporaryDirectory() as folder:
         first = next(iter(tasks.values()))
