@@ -823,11 +823,7 @@ class TranslationTask(Task):
         logits, target = network.scored(batch["src"], batch["src_len"], batch["tgt_in"], batch["tgt_out"])
         metrics["perplexity"].update(logits[None], target[None])
         beam = self.settings["beam"] if stage == "test" else 1
-        outputs = self.translate(network, batch, beam, datamodule)
-        hypotheses = [datamodule.decode(ids) for ids in outputs]
-        for name in ("bleu", "chrf", "length_ratio"):
-            metrics[name].update(hypotheses, batch["target_text"])
-        metrics["no_eos"].update(torch.tensor([float(EOS not in ids) for ids in outputs]))
+        update_output_metrics(metrics, self.translate(network, batch, beam, datamodule), batch, datamodule)
         return self.loss(logits, target)
 
     def samples_in(self, batch):
@@ -878,6 +874,15 @@ def file_md5(path: str) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
+def update_output_metrics(metrics, outputs: list[list[int]], batch: dict, datamodule) -> None:
+    """BLEU, chrF and length ratio of a batch's outputs (token ids) against its references, and
+    the share of outputs that never emit the end token (`no_eos`)."""
+    hypotheses = [datamodule.decode(ids) for ids in outputs]
+    for name in ("bleu", "chrf", "length_ratio"):
+        metrics[name].update(hypotheses, batch["target_text"])
+    metrics["no_eos"].update(torch.tensor([float(EOS not in ids) for ids in outputs]))
+
+
 def scores_by_length_exponent(network: Seq2Seq, batches, beam: int, datamodule) -> dict[str, dict[float, float]]:
     """Corpus BLEU, chrF, length ratio and the share of outputs without an end token (`no_eos`) of
     `batches` decoded by one beam search, its hypotheses ranked at each of LENGTH_EXPONENTS:
@@ -891,13 +896,7 @@ def scores_by_length_exponent(network: Seq2Seq, batches, beam: int, datamodule) 
         batch = move_data_to_device(batch, device)
         candidates = network.beam_candidates(batch["src"], batch["src_len"], max_output_length(batch), beam)
         for alpha, by_kind in metrics.items():
-            outputs = network.rank(candidates, alpha).tolist()
-            hypotheses = [datamodule.decode(ids) for ids in outputs]
-            for kind, metric in by_kind.items():
-                if kind == "no_eos":
-                    metric.update(torch.tensor([float(EOS not in ids) for ids in outputs]))
-                else:
-                    metric.update(hypotheses, batch["target_text"])
+            update_output_metrics(by_kind, network.rank(candidates, alpha).tolist(), batch, datamodule)
     return {kind: {alpha: float(metrics[alpha][kind].compute()) for alpha in LENGTH_EXPONENTS} for kind in kinds}
 
 

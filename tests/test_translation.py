@@ -595,3 +595,18 @@ def test_length_exponent_choice_by_bleu_or_by_length():
     assert choose_length_exponent({**scores, "length_ratio": {a: 1.2 if a < 1.2 else 0.8 for a in grid}}, "length") == 1.0
     assert choose_length_exponent({**scores, "length_ratio": {a: 0.5 + a / 2 for a in grid}}, "length") == 1.0
     assert choose_length_exponent({**scores, "length_ratio": {a: 0.5 + a / 4 for a in grid}}, "length") == 1.5
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-4"])
+def test_step_cost_benchmark_names_a_bad_hidden_size(value):
+    """`benchmarks/translation_step_cost.py -o hidden=N` refuses what is not a positive integer,
+    naming the variant, before it loads any data."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / "translation_step_cost.py"), "-o",
+                             f"dropout=torch,hidden={value}"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert f"-o hidden={value}: the hidden size must be a positive integer" in result.stderr
