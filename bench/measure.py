@@ -207,27 +207,52 @@ class RandomStates(L.Callback):
     so that a run resumed there draws the same batches (and dropout masks) as if it had not
     stopped. They are set back as soon as the checkpoint is read, before the fit creates its data
     iterators: creating one draws from the generator (a DataLoader's base seed), and Lightning
-    creates the first epoch's before any training hook runs."""
+    creates the first epoch's before any training hook runs.
+
+    Under DDP each process has its own states (processes whose batches differ in shape, as the
+    translation task's do, draw different amounts), and only the first process writes the
+    checkpoint: so every process's states are gathered into it, and each process reads back its
+    own. A checkpoint holds {"ranks": [states of process 0, 1, ...]}."""
 
     def state_dict(self) -> dict:
+        states = self.local_states()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every process saves the checkpoint (Lightning calls this on all), so all join the gather
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, states)
+            return {"ranks": gathered}
+        return {"ranks": [states]}
+
+    def load_state_dict(self, state: dict) -> None:
+        ranks = state.get("ranks", [state])  # a checkpoint of an earlier rnnbench: one process's states
+        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+        if rank >= len(ranks):
+            raise ValueError(f"the checkpoint holds the random states of {len(ranks)} processes, not of process {rank}: "
+                             "a run resumes with as many devices as it started with")
+        self.set_local_states(ranks[rank])
+
+    @staticmethod
+    def local_states() -> dict:
+        """This process's generators' states: plain types and tensors only (checkpoints load with
+        torch.load(weights_only=True))."""
         import random
 
         import numpy as np
 
-        # plain types and tensors only: checkpoints load with torch.load(weights_only=True)
         name, keys, position, has_gauss, cached = np.random.get_state()
         return {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(position),
                                                        int(has_gauss), float(cached)),
                 "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
-    def load_state_dict(self, state: dict) -> None:
+    @staticmethod
+    def set_local_states(states: dict) -> None:
         import random
 
         import numpy as np
 
-        random.setstate(state["python"])
-        name, keys, position, has_gauss, cached = state["numpy"]
+        random.setstate(states["python"])
+        name, keys, position, has_gauss, cached = states["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])

@@ -100,3 +100,57 @@ def test_a_failed_run_drops_its_resume_checkpoint_and_starts_afresh_when_tried_a
             assert not list(tmp_path.glob("runs/*/resume")), "the first epoch's checkpoint went with the failure"
     finally:
         CELLS.remove("nan_from_second_epoch_for_tests")
+
+
+def _rank_draws(rank: int, world: int, init: str, out: str) -> None:
+    """One DDP process: draws as many numbers as its rank + 1 (processes draw unlike amounts), saves
+    the states (gathered from all), scrambles its generators, reads the states back and draws."""
+    import json
+    import random
+
+    import numpy as np
+    import torch
+
+    from bench.measure import RandomStates
+
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    torch.rand(rank + 1), [random.random() for _ in range(rank + 1)], np.random.rand(rank + 1)
+    callback = RandomStates()
+    saved = callback.state_dict()
+
+    def draws():
+        return [torch.rand(3).tolist(), random.random(), np.random.rand(2).tolist()]
+
+    expected = draws()
+    torch.manual_seed(1234), random.seed(1234), np.random.seed(1234)
+    callback.load_state_dict(saved)
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump({"expected": expected, "after_load": draws(), "processes_saved": len(saved["ranks"]),
+                   "states_differ": not torch.equal(saved["ranks"][0]["torch"], saved["ranks"][1]["torch"])}, f)
+    torch.distributed.destroy_process_group()
+
+
+def test_under_ddp_each_process_gets_back_its_own_random_states(tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_draws, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "draws")), nprocs=2)
+    for rank in range(2):
+        result = json.loads((tmp_path / f"draws.{rank}").read_text())
+        assert result["processes_saved"] == 2 and result["states_differ"]
+        assert result["after_load"] == result["expected"], f"process {rank} did not get its own states back"
+
+
+def test_a_checkpoint_of_one_process_resumes_that_process():
+    import random
+
+    from bench.measure import RandomStates
+
+    random.seed(5)
+    saved = RandomStates().state_dict()
+    expected = random.random()
+    random.seed(6)
+    RandomStates().load_state_dict(saved["ranks"][0])  # an earlier rnnbench's checkpoint: the states alone
+    assert random.random() == expected
