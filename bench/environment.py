@@ -11,6 +11,8 @@ from pathlib import Path
 import lightning
 import torch
 
+from bench.allocator import keep_freed_memory
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,4 +57,6 @@ def environment(accelerator: str) -> dict[str, object]:
         "gpu": torch.cuda.get_device_name(0) if accelerator == "cuda" else None,
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
+        # every run's process sets it (bench.module): steps reuse freed memory instead of faulting it in
+        "malloc": "glibc, freed memory kept" if keep_freed_memory() else "as the platform's comes",
     }

@@ -7,6 +7,7 @@ import torch
 import torchmetrics
 from torch import nn
 
+from bench.allocator import keep_freed_memory
 from bench.precision import set_backend_precision
 from tasks.base import Budget, Task, optimizer_and_schedule
 
@@ -39,8 +40,10 @@ class BenchModule(L.LightningModule):
             self.network.training_steps = checkpoint["network_training_steps"]
 
     def setup(self, stage: str) -> None:
-        # in every process of the run (ddp_spawn starts fresh ones): the backends' FP32 mode
+        # in every process of the run (ddp_spawn starts fresh ones): the backends' FP32 mode, and
+        # malloc keeping freed memory, so that steps reuse it instead of page-faulting it in (CPU)
         set_backend_precision(self.precision)
+        keep_freed_memory()
 
     def forward(self, *args):
         return self.network(*args)
