@@ -270,7 +270,28 @@ class TranslationData(L.LightningDataModule):
 # ---------------------------------------------------------------- model
 
 
-class AdditiveAttention(nn.Module):
+class SourceAttention(nn.Module):
+    """Attention over the source's steps: `scores` compares the queries with the keys' projection
+    (`project`, computed once per source, not at every decoding step); `weights` is their softmax
+    over the real source steps; `forward` the context."""
+
+    key: nn.Linear  # the keys' projection
+
+    def project(self, keys: Tensor) -> Tensor:
+        return self.key(keys)
+
+    def scores(self, queries: Tensor, projected: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def weights(self, queries: Tensor, projected: Tensor, mask: Tensor) -> Tensor:
+        # queries (B, T, Q), projected keys (B, S, P), mask (B, S) True at real steps -> weights (B, T, S)
+        return self.scores(queries, projected).masked_fill(~mask[:, None], float("-inf")).softmax(-1)
+
+    def forward(self, queries: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        return self.weights(queries, self.project(keys), mask) @ keys  # context (B, T, K)
+
+
+class AdditiveAttention(SourceAttention):
     """score(q, k) = v . tanh(W_q q + W_k k) (Bahdanau et al. 2015), softmax over real source steps.
 
     The default since version 8: bounded by the tanh, it does not grow with the size of the
@@ -282,45 +303,27 @@ class AdditiveAttention(nn.Module):
     def __init__(self, query_size: int, key_size: int, size: int):
         super().__init__()
         self.query = nn.Linear(query_size, size, bias=False)
-        self.key = nn.Linear(key_size, size)
+        self.key = nn.Linear(key_size, size)  # W_k k, (B, S, size)
         self.score = nn.Linear(size, 1, bias=False)
 
-    def project(self, keys: Tensor) -> Tensor:
-        """The part of the score that depends on the keys only, (B, S, size): computed once per
-        source, not at every decoding step."""
-        return self.key(keys)
-
-    def weights(self, queries: Tensor, projected: Tensor, mask: Tensor) -> Tensor:
-        # queries (B, T, Q), projected keys (B, S, size), mask (B, S) True at real steps -> weights (B, T, S)
-        scores = self.score(torch.tanh(self.query(queries)[:, :, None] + projected[:, None])).squeeze(-1)
-        return scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
-
-    def forward(self, queries: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
-        return self.weights(queries, self.project(keys), mask) @ keys  # context (B, T, K)
+    def scores(self, queries: Tensor, projected: Tensor) -> Tensor:
+        return self.score(torch.tanh(self.query(queries)[:, :, None] + projected[:, None])).squeeze(-1)
 
 
-class GeneralAttention(nn.Module):
+class GeneralAttention(SourceAttention):
     """score(q, k) = q . W k (Luong et al. 2015, "general"), softmax over real source steps.
 
     The default of versions 3 to 7: on a 2-core CPU the additive score's (B, T, S, size) tanh and
     its backward took half of a training step of version 2 (hidden 256: 301 ms a step against 152
-    ms without attention); since version 5 computes the output layer at real positions only, the
-    additive score costs a few per cent of a step."""
+    ms without attention; not measured the same way since version 5 computes the output layer at
+    real positions only)."""
 
     def __init__(self, query_size: int, key_size: int, size: int):
         super().__init__()
-        self.key = nn.Linear(key_size, query_size, bias=False)
+        self.key = nn.Linear(key_size, query_size, bias=False)  # W k, (B, S, Q)
 
-    def project(self, keys: Tensor) -> Tensor:
-        """W k, (B, S, Q): computed once per source, not at every decoding step."""
-        return self.key(keys)
-
-    def weights(self, queries: Tensor, projected: Tensor, mask: Tensor) -> Tensor:
-        scores = queries @ projected.transpose(1, 2)  # (B, T, S)
-        return scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
-
-    def forward(self, queries: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
-        return self.weights(queries, self.project(keys), mask) @ keys
+    def scores(self, queries: Tensor, projected: Tensor) -> Tensor:
+        return queries @ projected.transpose(1, 2)  # (B, T, S)
 
 
 ATTENTION = {"general": GeneralAttention, "additive": AdditiveAttention}
