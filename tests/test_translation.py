@@ -23,6 +23,12 @@ from tasks.translation_data import entries_to_add, find_ding, parse_ding, parse_
 runner = CliRunner()
 
 
+def smoke_args(out, data_dir) -> list[str]:
+    """`rnnbench run` of the attention task's smoke budget with rnn_fused, into `out`."""
+    return ["run", "--task", "translation-de-en-attention", "--cell", "rnn_fused", "--budget", "smoke",
+            "--out", str(out), "--data-dir", str(data_dir)]
+
+
 @pytest.fixture(scope="module")
 def ding(shared_data):
     return parse_ding(find_ding(shared_data))
@@ -436,8 +442,7 @@ def test_tsv_task_runs_on_a_user_corpus_and_needs_one(ding, shared_data, tmp_pat
 
 
 def test_entries_option_is_checked(shared_data, tmp_path):
-    args = ["run", "--task", "translation-de-en-attention", "--cell", "rnn_fused", "--budget", "smoke",
-            "--out", str(tmp_path), "--data-dir", str(shared_data)]
+    args = smoke_args(tmp_path, shared_data)
     for bad in ("-1", "many"):
         result = runner.invoke(app, [*args, "-o", f"entries={bad}"], env={"COLUMNS": "200"})
         assert result.exit_code == 2 and f"task option entries='{bad}'" in result.output, result.output
@@ -450,8 +455,7 @@ def test_entries_option_is_checked(shared_data, tmp_path):
 
 
 def test_output_option_is_checked(shared_data, tmp_path):
-    args = ["run", "--task", "translation-de-en-attention", "--cell", "rnn_fused", "--budget", "smoke",
-            "--out", str(tmp_path), "--data-dir", str(shared_data)]
+    args = smoke_args(tmp_path, shared_data)
     result = runner.invoke(app, [*args, "-o", "output=pointer"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "task option output='pointer'" in result.output, result.output
     assert "must be one of copy, generate" in result.output
@@ -551,8 +555,7 @@ def test_dropout_and_embeddings_options_override_the_budgets_and_are_checked():
 
 
 def test_attention_size_and_dropout_options_through_the_cli(shared_data, tmp_path):
-    args = ["run", "--task", "translation-de-en-attention", "--cell", "rnn_fused", "--budget", "smoke",
-            "--out", str(tmp_path), "--data-dir", str(shared_data)]
+    args = smoke_args(tmp_path, shared_data)
     result = runner.invoke(app, [*args, "-o", "attention_size=0"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "task option attention_size='0'" in result.output, result.output
     assert "must be a positive integer" in result.output
