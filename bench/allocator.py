@@ -9,8 +9,8 @@ longest batches), so every step page-faults them in again, and the kernel zeroes
 `benchmarks/allocator_faults.py` counts it. `keep_freed_memory` raises both thresholds
 (`mallopt`), so that freed blocks go back to malloc's free lists and the next step reuses them;
 the process keeps its peak heap until it exits. A caching allocator for CPU tensors would do the
-same inside torch, but torch offers none for CPU; jemalloc or tcmalloc, preloaded, would too, but
-need an install and an environment variable set before the process starts.
+same inside torch, but torch has none that Python can switch on; jemalloc or tcmalloc, preloaded,
+would too, but need an install and an environment variable set before the process starts.
 
 Elsewhere (not glibc: macOS, Windows, musl) it does nothing.
 """
