@@ -18,7 +18,6 @@ Elsewhere (not glibc: macOS, Windows, musl) it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's <malloc.h>
@@ -30,11 +29,8 @@ TOP_PAD = 64 << 20  # the heap grows 64 MiB beyond a request at a time: fewer br
 @functools.cache
 def keep_freed_memory() -> bool:
     """Set glibc's malloc to keep freed memory for reuse; True if it took (once per process)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the symbols the process has loaded, the C library's among them
         mallopt, gnu_version = libc.mallopt, libc.gnu_get_libc_version  # glibc only
     except (OSError, AttributeError):
         return False

@@ -306,8 +306,11 @@ def test_two_configurations_two_seeds_each_report_export_and_wandb(tmp_path, mon
 def test_killed_process_loses_no_finished_run_and_leaves_no_half_row(shared_data, tmp_path, sig):
     command = [sys.executable, "-m", "bench", "run", "--task", "mnist-row", "--task", "mnist-pixel",
                "--cell", "gru_handwritten", "--budget", "smoke", "--out", str(tmp_path), "--data-dir", str(shared_data)]
+    # SIGINT's default action in the child, as at a terminal: a shell's background job (`cmd &`) ignores
+    # SIGINT, a child inherits that, and Python then installs no KeyboardInterrupt handler
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True, env={**os.environ, "COLUMNS": "200"})
+                               start_new_session=True, env={**os.environ, "COLUMNS": "200"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in process.stdout:
             if line.startswith("[2/2]"):  # the first run is stored, the second has begun
