@@ -22,7 +22,7 @@ import functools
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's <malloc.h>
 MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap, reused once freed
-TRIM_THRESHOLD = (1 << 31) - 1  # the most an int holds: the heap's top is never given back
+TRIM_THRESHOLD = (1 << 31) - 1  # the most an int holds: the heap's top goes back only beyond 2 GiB
 TOP_PAD = 64 << 20  # the heap grows 64 MiB beyond a request at a time: fewer brk calls
 
 
@@ -31,10 +31,11 @@ def keep_freed_memory() -> bool:
     """Set glibc's malloc to keep freed memory for reuse; True if it took (once per process)."""
     try:
         libc = ctypes.CDLL(None)  # the symbols the process has loaded, the C library's among them
-        mallopt, gnu_version = libc.mallopt, libc.gnu_get_libc_version  # glibc only
-    except (OSError, AttributeError):
+    except OSError:
         return False
-    del gnu_version
+    if not (hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt")):  # glibc's own
+        return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(mallopt(option, value) == 1 for option, value in (
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD)))
