@@ -214,9 +214,13 @@ class RandomStates(L.Callback):
     checkpoint: so every process's states are gathered into it, and each process reads back its
     own. A checkpoint holds {"ranks": [states of process 0, 1, ...]}."""
 
+    @staticmethod
+    def _distributed() -> bool:
+        return torch.distributed.is_available() and torch.distributed.is_initialized()
+
     def state_dict(self) -> dict:
         states = self.local_states()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if self._distributed():
             # every process saves the checkpoint (Lightning calls this on all), so all join the gather
             gathered: list = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, states)
@@ -225,7 +229,7 @@ class RandomStates(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         ranks = state.get("ranks", [state])  # a checkpoint of an earlier rnnbench: one process's states
-        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+        rank = torch.distributed.get_rank() if self._distributed() else 0
         if rank >= len(ranks):
             raise ValueError(f"the checkpoint holds the random states of {len(ranks)} processes, not of process {rank}: "
                              "a run resumes with as many devices as it started with")
