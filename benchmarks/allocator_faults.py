@@ -70,8 +70,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=2, help="train on every N-th training batch (default 2)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rounds < 1 or args.every < 1:
-        parser.error("--rounds and --every must be at least 1")
+    for name in ("rounds", "every"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
     if args.child:
         print(json.dumps(child(args)))
         return

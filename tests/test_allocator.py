@@ -3,6 +3,7 @@
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from torch import nn
@@ -19,7 +20,6 @@ GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 FAULTS = """
 import resource, sys, torch
 from bench.allocator import keep_freed_memory
-from bench.environment import environment
 kept = keep_freed_memory() if sys.argv[1] == "kept" else False
 def step():
     a = torch.empty(6 * 2**20).fill_(1.0); b = torch.empty(20 * 2**20).fill_(1.0); c = torch.empty(3 * 2**20).fill_(1.0)
@@ -55,3 +55,13 @@ def test_every_run_process_keeps_freed_memory():
     assert keep_freed_memory.cache_info().currsize == 1
     assert keep_freed_memory() is GLIBC
     assert environment("cpu")["malloc"] == ("glibc, freed memory kept" if GLIBC else "as the platform's comes")
+
+
+@pytest.mark.parametrize("flag, value", [("--rounds", "0"), ("--every", "-2")])
+def test_the_faults_benchmark_names_a_bad_count(flag, value):
+    """`benchmarks/allocator_faults.py` refuses a count under 1, naming it, before it starts a process."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / "allocator_faults.py"), flag, value],
+                            cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"{flag} {value}: must be at least 1" in result.stderr

@@ -125,8 +125,14 @@ def _rank_draws(rank: int, world: int, init: str, out: str) -> None:
     expected = draws()
     torch.manual_seed(1234), random.seed(1234), np.random.seed(1234)
     callback.load_state_dict(saved)
+    after_load = draws()
+    try:  # a checkpoint of fewer processes than this run has
+        callback.load_state_dict({"ranks": saved["ranks"][:1]})
+        fewer = "loaded"
+    except ValueError as err:
+        fewer = str(err)
     with open(f"{out}.{rank}", "w") as f:
-        json.dump({"expected": expected, "after_load": draws(), "processes_saved": len(saved["ranks"]),
+        json.dump({"expected": expected, "after_load": after_load, "fewer": fewer, "processes_saved": len(saved["ranks"]),
                    "states_differ": not torch.equal(saved["ranks"][0]["torch"], saved["ranks"][1]["torch"])}, f)
     torch.distributed.destroy_process_group()
 
@@ -141,6 +147,10 @@ def test_under_ddp_each_process_gets_back_its_own_random_states(tmp_path):
         result = json.loads((tmp_path / f"draws.{rank}").read_text())
         assert result["processes_saved"] == 2 and result["states_differ"]
         assert result["after_load"] == result["expected"], f"process {rank} did not get its own states back"
+    assert json.loads((tmp_path / "draws.0").read_text())["fewer"] == "loaded"
+    assert json.loads((tmp_path / "draws.1").read_text())["fewer"] == (
+        "the checkpoint holds the random states of 1 processes, not of process 1: a run resumes with as many devices "
+        "as it started with")
 
 
 def test_a_checkpoint_of_one_process_resumes_that_process():
