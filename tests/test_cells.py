@@ -157,6 +157,30 @@ def test_relu_rnn_matches_twin(bidirectional):
     assert_same(cell, twin, torch.randn(4, 6, 3, dtype=torch.float64), lengths=torch.tensor([6, 2, 5, 1]))
 
 
+@pytest.mark.parametrize("lengths", [[7, 3, 3, 6, 7], [4, 5, 4, 4, 7], [7, 7, 7, 7, 7]], ids=["spread", "near", "equal"])
+@pytest.mark.parametrize("with_state", [False, True], ids=["zeros", "state"])
+@pytest.mark.parametrize("num_layers", [1, 2], ids=["1layer", "2layers"])
+@pytest.mark.parametrize("name", [spec.name for spec in CELLS if spec.name.endswith("_fused")])
+def test_fused_head_and_tail_equals_packed(name, num_layers, with_state, lengths):
+    """On CPU a fused cell runs the steps every sequence has in one plain call and packs only the
+    sequences that go on: outputs, final state and every gradient are those of packing them whole."""
+    torch.manual_seed(0)
+    cell = build_cell(name, 3, 5, num_layers).double()
+    packed = copy.deepcopy(cell)
+    packed.run_head_and_tail = packed.run_packed  # this instance: the whole batch packed
+    packed_sizes = []
+    run_packed = cell.run_packed
+    cell.run_packed = lambda x, hx, lengths: packed_sizes.append(x.shape[:2]) or run_packed(x, hx, lengths)
+    lengths = torch.tensor(lengths)
+    x = torch.randn(5, 7, 3, dtype=torch.float64)
+    state = tuple(torch.randn(num_layers, 5, 5, dtype=torch.float64) for _ in range(cell.state_size)) if with_state \
+        else None
+    assert_same(cell, packed, x, state, lengths)
+    shortest = int(lengths.min())
+    going = int((lengths > shortest).sum())
+    assert packed_sizes == ([(going, 7 - shortest)] if going else []), "only the steps after the shortest, packed"
+
+
 @pytest.mark.parametrize("name", EAGER)
 def test_padding_does_not_change_results(name):
     """A padded batch gives each sequence the outputs and state it gets alone."""

@@ -600,16 +600,23 @@ def test_length_exponent_choice_by_bleu_or_by_length():
     assert choose_length_exponent({**scores, "length_ratio": {a: 0.5 + a / 4 for a in grid}}, "length") == 1.5
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-4"])
-def test_step_cost_benchmark_names_a_bad_hidden_size(value):
-    """`benchmarks/translation_step_cost.py -o hidden=N` refuses what is not a positive integer,
-    naming the variant, before it loads any data."""
+@pytest.mark.parametrize("args, code, message", [
+    (["-o", f"dropout=torch,hidden={value}"], 1, f"-o hidden={value}: the hidden size must be a positive integer")
+    for value in ("abc", "0")] + [
+    (["-o", "", "-o", "lengths=whole"], 1, "-o lengths=whole: the one other way is packed"),
+    (["-o", "", "--rounds", "0"], 2, "--rounds 0: must be at least 1"),
+    (["-o", "", "--every", "-1", "--encoder-only"], 2, "--every -1: must be at least 1"),
+])
+def test_step_cost_benchmark_names_a_bad_input(args, code, message):
+    """`benchmarks/translation_step_cost.py` refuses a hidden size that is not a positive integer,
+    a way of running lengths it does not know and counts below 1, naming each, before it loads any
+    data."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, str(root / "benchmarks" / "translation_step_cost.py"), "-o",
-                             f"dropout=torch,hidden={value}"], cwd=root, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert f"-o hidden={value}: the hidden size must be a positive integer" in result.stderr
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / "translation_step_cost.py"), *args],
+                            cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == code
+    assert message in result.stderr
