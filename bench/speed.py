@@ -280,6 +280,7 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
     import uuid
     from datetime import datetime, timezone
 
+    from bench.allocator import keep_freed_memory
     from bench.environment import device_name, environment, git_revision
 
     session = uuid.uuid4().hex[:12]
@@ -301,6 +302,7 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
                         "error": "no CUDA device: torch.cuda.is_available() is False"})
         return rows
     torch_device = torch.device(device)
+    keep_freed_memory()  # as in every run's process, before anything is timed (CPU; `environment` records it)
     set_backend_precision(precision)  # one setting for every cell, the floors and the peak
     timer = Timer(torch_device)
     peak = peak_matmul_flops(torch_device, timer, dtype=matmul_dtype(precision))

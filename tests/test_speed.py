@@ -221,3 +221,21 @@ def test_speed_on_cuda_uses_events_and_the_allocator_peak(tmp_path):
     for row in rows:
         assert row["status"] == "ok" and row["device"].startswith("cuda: ")
         assert row["memory_kind"] == "cuda allocator peak" and row["memory_bytes"] > 0
+
+
+def test_speed_keeps_freed_memory_before_it_times_anything(tmp_path, monkeypatch):
+    """As every run's process does (`bench/allocator.py`): the peak matmul, the first thing timed,
+    already finds malloc keeping freed memory, and the rows' environment says so."""
+    import bench.speed
+    from bench.allocator import keep_freed_memory
+
+    keep_freed_memory.cache_clear()
+    seen = []
+    peak = bench.speed.peak_matmul_flops
+    monkeypatch.setattr(bench.speed, "peak_matmul_flops",
+                        lambda *a, **k: seen.append(keep_freed_memory.cache_info().currsize) or peak(*a, **k))
+    rows = bench.speed.run_speed(["rnn_fused"], [parse_shape("4,3,2,5")], "cpu", ResultsStore(tmp_path),
+                                 warmup=1, repeats=2)
+    assert seen == [1], "malloc set before the peak matmul is timed"
+    glibc = keep_freed_memory()
+    assert rows[0]["environment"]["malloc"] == ("glibc, freed memory kept" if glibc else "as the platform's comes")
