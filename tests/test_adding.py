@@ -51,3 +51,23 @@ def test_length_option_sets_the_sequence_and_rejects_nonsense():
         RunConfig(task="adding", cell="lstm_fused", task_options=(("length", "ten"),))
     assert RunConfig(task="adding", cell="lstm_fused", task_options=(("length", "30"),)).run_id != \
         RunConfig(task="adding", cell="lstm_fused").run_id
+
+
+def test_quick_lstm_starts_with_forget_gate_bias_one_and_other_cells_as_torch_makes_them():
+    """Version 2: on quick the LSTM's forget gate starts open (bias 1 in bias_ih, 0 in bias_hh); the
+    GRU and the tanh RNN, which have no forget gate, get exactly the weights torch gives them."""
+    from tasks.base import ModelConfig, initialise_cells
+
+    task = TASKS.get("adding")
+    budget = task.budget("quick")
+    assert task.version == 2 and budget.forget_bias == 1.0
+    torch.manual_seed(0)
+    lstm = initialise_cells(task.network(ModelConfig("lstm_fused", 64)), budget).encoder.weights()
+    assert torch.all(lstm["bias_ih_l0"][64:128] == 1.0) and torch.all(lstm["bias_hh_l0"][64:128] == 0.0)
+    assert not torch.all(lstm["bias_ih_l0"][:64] == 1.0)  # the other gates keep torch's draw
+    for cell in ("gru_fused", "rnn_fused"):
+        torch.manual_seed(0)
+        plain = task.network(ModelConfig(cell, 64)).state_dict()
+        torch.manual_seed(0)
+        initialised = initialise_cells(task.network(ModelConfig(cell, 64)), budget).state_dict()
+        assert all(torch.equal(plain[k], initialised[k]) for k in plain), cell
