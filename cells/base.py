@@ -213,18 +213,16 @@ class FusedCell(RecurrentCell):
         head, hx = self.rnn(x[:, :shortest], hx)
         if shortest == steps:
             return head, hx
-        going = torch.nonzero(lengths > shortest)[:, 0]
+        going = torch.nonzero(lengths > shortest)[:, 0]  # the sequences longer than the shortest
+        tail_lengths, going = lengths[going] - shortest, going.to(x.device)
         states = hx if self.state_size == 2 else (hx,)
-        going_states = tuple(s.index_select(1, going.to(s.device)) for s in states)
-        tail, tail_hx = self.run_packed(x[going.to(x.device), shortest:],
-                                        going_states if self.state_size == 2 else going_states[0],
-                                        lengths[going] - shortest)
-        going = going.to(x.device)
-        output = torch.cat([head, head.new_zeros(x.shape[0], steps - shortest, head.shape[2]).index_copy(0, going, tail)],
-                           dim=1)
+        going_states = tuple(s.index_select(1, going) for s in states)
+        tail, tail_hx = self.run_packed(x[going, shortest:], going_states if self.state_size == 2 else going_states[0],
+                                        tail_lengths)
         tail_states = tail_hx if self.state_size == 2 else (tail_hx,)
-        states = tuple(s.index_copy(1, going, t) for s, t in zip(states, tail_states))
-        return output, (states if self.state_size == 2 else states[0])
+        states = tuple(s.index_copy(1, going, t) for s, t in zip(states, tail_states))  # the others kept theirs
+        tail = head.new_zeros(x.shape[0], steps - shortest, head.shape[2]).index_copy(0, going, tail)
+        return torch.cat([head, tail], dim=1), (states if self.state_size == 2 else states[0])
 
 
 class HandwrittenCell(RecurrentCell):
