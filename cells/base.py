@@ -187,22 +187,25 @@ class FusedCell(RecurrentCell):
         return dict(self.rnn.named_parameters())
 
     def _run(self, x, state, lengths):
-        hx = None if state is None else (state if self.state_size == 2 else state[0])
         if lengths is None:
-            output, hx = self.rnn(x, hx)
-        elif self.num_directions == 1 and x.device.type == "cpu":
-            output, hx = self.run_head_and_tail(x, hx, lengths)
-        else:
-            output, hx = self.run_packed(x, hx, lengths)
+            return self.run_plain(x, state)
+        if self.num_directions == 1 and x.device.type == "cpu":
+            return self.run_head_and_tail(x, state, lengths)
+        return self.run_packed(x, state, lengths)
+
+    def run_plain(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """`self.rnn` with the state in this interface's form, a tuple ((h,) or (h, c)), both ways."""
+        hx = None if state is None else (state if self.state_size == 2 else state[0])
+        output, hx = self.rnn(x, hx)
         return output, (hx if self.state_size == 2 else (hx,))
 
-    def run_packed(self, x: Tensor, hx, lengths: Tensor):
+    def run_packed(self, x: Tensor, state: State | None, lengths: Tensor) -> tuple[Tensor, State]:
         """Sequences of unequal lengths as one `PackedSequence`: the library's way."""
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, hx = self.rnn(packed, hx)
-        return nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])[0], hx
+        output, state = self.run_plain(packed, state)
+        return nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])[0], state
 
-    def run_head_and_tail(self, x: Tensor, hx, lengths: Tensor):
+    def run_head_and_tail(self, x: Tensor, state: State | None, lengths: Tensor) -> tuple[Tensor, State]:
         """The steps every sequence has (up to the shortest length) in one plain call, then the
         sequences that go on, packed, from the state they reached. Equal to `run_packed`
         for one direction; on CPU torch runs a packed LSTM step by step in ATen, a plain one in
@@ -210,19 +213,16 @@ class FusedCell(RecurrentCell):
         by length: most of each batch is the shared head) took 0.74x the time of packing them whole
         (`benchmarks/translation_step_cost.py --encoder-only`, README)."""
         steps, shortest = x.shape[1], int(lengths.min())
-        head, hx = self.rnn(x[:, :shortest], hx)
+        head, state = self.run_plain(x[:, :shortest], state)
         if shortest == steps:
-            return head, hx
+            return head, state
         going = torch.nonzero(lengths > shortest)[:, 0]  # the sequences longer than the shortest
         tail_lengths, going = lengths[going] - shortest, going.to(x.device)
-        states = hx if self.state_size == 2 else (hx,)
-        going_states = tuple(s.index_select(1, going) for s in states)
-        tail, tail_hx = self.run_packed(x[going, shortest:], going_states if self.state_size == 2 else going_states[0],
-                                        tail_lengths)
-        tail_states = tail_hx if self.state_size == 2 else (tail_hx,)
-        states = tuple(s.index_copy(1, going, t) for s, t in zip(states, tail_states))  # the others kept theirs
+        tail, tail_state = self.run_packed(x[going, shortest:], tuple(s.index_select(1, going) for s in state),
+                                           tail_lengths)
+        state = tuple(s.index_copy(1, going, t) for s, t in zip(state, tail_state))  # the others kept theirs
         tail = head.new_zeros(x.shape[0], steps - shortest, head.shape[2]).index_copy(0, going, tail)
-        return torch.cat([head, tail], dim=1), (states if self.state_size == 2 else states[0])
+        return torch.cat([head, tail], dim=1), state
 
 
 class HandwrittenCell(RecurrentCell):

@@ -273,7 +273,7 @@ class TranslationData(L.LightningDataModule):
 class SourceAttention(nn.Module):
     """Attention over the source's steps: `scores` compares the queries with the keys' projection
     (`project`, computed once per source, not at every decoding step); `weights` is their softmax
-    over the real source steps; `forward` the context."""
+    over the real source steps (the decoder takes the context from them)."""
 
     key: nn.Linear  # the keys' projection
 
@@ -286,9 +286,6 @@ class SourceAttention(nn.Module):
     def weights(self, queries: Tensor, projected: Tensor, mask: Tensor) -> Tensor:
         # queries (B, T, Q), projected keys (B, S, P), mask (B, S) True at real steps -> weights (B, T, S)
         return self.scores(queries, projected).masked_fill(~mask[:, None], float("-inf")).softmax(-1)
-
-    def forward(self, queries: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
-        return self.weights(queries, self.project(keys), mask) @ keys  # context (B, T, K)
 
 
 class AdditiveAttention(SourceAttention):
