@@ -13,7 +13,10 @@ split's tensors with a permutation, on the training device, and reads nothing ba
 but the validation metric.
 
 The two alternate in one process, `--rounds` times per cell (timings on a shared machine drift,
-so compare the ratio within a round); the last line per cell is the median ratio. Ratio = bare
+so compare the ratio within a round); the last line per cell is the median ratio. Before the
+rounds, each side fits once untimed on the task's smoke budget (`--no-warmup`: not): the first fit
+in a process pays one-time costs (torch's kernels and thread pool, Lightning's and torchmetrics'
+first calls), which the bare loop, run first in each round, would otherwise pay for both. Ratio = bare
 fit seconds / harness fit seconds: 1.0 means the harness costs nothing, 0.9 that it is 10 % slower.
 """
 
@@ -105,6 +108,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="no untimed fit of each side on the smoke budget before the rounds")
     parser.add_argument("--hidden", type=int, default=None,
                         help="hidden size (default: the budget's); a tiny one shows the harness's cost per step")
     args = parser.parse_args()
@@ -115,6 +120,9 @@ def main() -> None:
           "(training + validation per epoch)", flush=True)
     print("cell            round  bare_s  harness_s  ratio", flush=True)
     for cell in args.cell or ["rnn_fused", "lstm_fused"]:
+        if args.warmup:
+            bare_fit(args.task, cell, "smoke", args.seed, args.data_dir, args.device, args.hidden)
+            harness_fit(args.task, cell, "smoke", args.seed, args.data_dir, args.device, args.hidden)
         ratios = []
         for round_ in range(1, args.rounds + 1):
             bare = bare_fit(args.task, cell, args.budget, args.seed, args.data_dir, args.device, args.hidden)

@@ -255,8 +255,8 @@ def optimizer_and_schedule(parameters, budget: Budget, total_steps: int, fused: 
     torch's default on CPU is a loop of a dozen element-wise ops per weight, which took 6.0 ms an
     update of the quick translation model's 2.6M weights on a 2-core Intel Xeon of this project's
     kind against 1.1 ms fused (6.5 ms with `foreach`), about 5 % of its training step.
-    `fused=False` keeps torch's default (Lightning's mixed precision refuses to clip gradients for
-    a fused optimizer).
+    `fused=False` keeps torch's default (Lightning's mixed precision unscales the gradients before
+    they are clipped only for an optimizer that does not unscale them in its own kernel).
     """
     parameters = list(parameters)
     if budget.optimizer == "rmsprop":

@@ -1,0 +1,42 @@
+"""The training step BenchModule runs itself (manual optimisation): clipping, the schedule, the step count."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import lightning as L
+import torch
+
+from bench.module import BenchModule
+from tasks import TASKS, ModelConfig
+from tasks.base import initialise_cells
+
+
+def test_a_training_step_clips_the_gradients_and_steps_the_schedule():
+    L.seed_everything(0, verbose=False)
+    task = TASKS.get("adding").configured({})
+    clip = 1e-3  # far under an untrained network's gradient norm: every step clips
+    budget = dataclasses.replace(task.budget("smoke"), grad_clip=clip)
+    data = task.datamodule(None, budget.batch_size, "smoke")
+    data.prepare_data()
+    network = initialise_cells(task.network(ModelConfig("lstm_fused", 8), data, "smoke"), budget)
+    module = BenchModule(network, task, budget)
+    norms, rates = [], []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, limit_train_batches=4, limit_val_batches=1,
+                        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    trainer.fit(module, datamodule=data)
+    steps = 2 * 4
+    assert trainer.global_step == steps and len(norms) == steps
+    assert all(math.isclose(norm, clip, rel_tol=1e-4) for norm in norms), norms
+    # cosine decay over the run's steps, stepped once per step: the rate after step k
+    expected = [budget.lr * (1 + math.cos(math.pi * k / steps)) / 2 for k in range(1, steps + 1)]
+    assert all(math.isclose(rate, want, rel_tol=1e-6, abs_tol=1e-12) for rate, want in zip(rates, expected)), rates
