@@ -31,9 +31,8 @@ class BenchModule(L.LightningModule):
         self.val_loss = torchmetrics.MeanMetric()
         # Manual optimisation: the training step runs zero_grad, backward, the optimiser's and the
         # schedule's steps itself. Lightning's automatic optimisation wraps each in a closure and
-        # hooks through the strategy and precision plugin; on the 2-core CPU that cost about 0.7 ms a
-        # step more (a loop period's 10th percentile, 4.4-5.1 ms against 3.7-4.3 ms, with hidden 4 on
-        # mnist-row: README, "Harness overhead"), a large share of a small model's step
+        # hooks through the strategy and precision plugin, host time that weighed on a small model's
+        # step on the 2-core CPU (README, "Harness overhead")
         self.automatic_optimization = False
 
     # a network's own step counter (the video task's scheduled sampling) travels with the checkpoints
