@@ -7,7 +7,7 @@
 #      the fastrnns shape at --precision 32, tf32 and bf16-mixed (OUT/speed-<precision>.log);
 #   3. the compiled cells (CUDA graphs, in pieces of 25 steps) against cuDNN at equal precision (32)
 #      at the fastrnns shape, first call included; target <= 1.5x, first call <= 60 s (OUT/speed-compiled.log);
-#   4. the harness against a bare loop on the GPU (OUT/harness.log);
+#   4. the harness against a bare loop on the GPU, after a warm-up fit of each (OUT/harness.log);
 #   5. packing: six mnist-row quick runs one at a time, then six at once on the one GPU
 #      (--parallel 6), wall time of each command (OUT/packing.log);
 #   6. the first steps of the pixel-MNIST `paper` protocol for lstm_fused, gru_fused and
