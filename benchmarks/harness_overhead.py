@@ -32,6 +32,7 @@ import lightning as L
 import torch
 
 from bench.runner import RunConfig, execute
+from cells import CELLS
 from tasks import TASKS, ModelConfig
 from tasks.base import initialise_cells, optimizer_and_schedule
 
@@ -99,30 +100,44 @@ def harness_fit(task_name: str, cell: str, budget_name: str, seed: int, data_dir
         return execute(config, Path(out), data_dir=Path(data_dir) if data_dir else None)["train_seconds"]
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="mnist-row")
     parser.add_argument("--cell", action="append", help="repeatable; default rnn_fused and lstm_fused")
     parser.add_argument("--budget", default="quick")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=positive_int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--no-warmup", dest="warmup", action="store_false",
                         help="no untimed fit of each side on the smoke budget before the rounds")
-    parser.add_argument("--hidden", type=int, default=None,
+    parser.add_argument("--hidden", type=positive_int, default=None,
                         help="hidden size (default: the budget's); a tiny one shows the harness's cost per step")
     args = parser.parse_args()
+    cells = args.cell or ["rnn_fused", "lstm_fused"]
+    try:  # the registries' own messages name what is known
+        [CELLS.get(cell) for cell in cells]
+        TASKS.get(args.task).budget(args.budget)
+    except (KeyError, ValueError) as error:
+        parser.error(str(error).strip("'\""))
     from bench.quiet import quiet_libraries
 
     quiet_libraries()
     print(f"{args.task}, budget {args.budget}, {args.device}, {torch.get_num_threads()} threads; seconds of fit "
           "(training + validation per epoch)", flush=True)
     print("cell            round  bare_s  harness_s  ratio", flush=True)
-    for cell in args.cell or ["rnn_fused", "lstm_fused"]:
+    for cell in cells:
         if args.warmup:
-            bare_fit(args.task, cell, "smoke", args.seed, args.data_dir, args.device, args.hidden)
-            harness_fit(args.task, cell, "smoke", args.seed, args.data_dir, args.device, args.hidden)
+            bare = bare_fit(args.task, cell, "smoke", args.seed, args.data_dir, args.device, args.hidden)
+            harness = harness_fit(args.task, cell, "smoke", args.seed, args.data_dir, args.device, args.hidden)
+            print(f"{cell:15s} warm-up (smoke budget, not counted): bare {bare:.1f} s, harness {harness:.1f} s",
+                  flush=True)
         ratios = []
         for round_ in range(1, args.rounds + 1):
             bare = bare_fit(args.task, cell, args.budget, args.seed, args.data_dir, args.device, args.hidden)
