@@ -136,14 +136,14 @@ def main() -> None:
         if args.warmup:
             bare = bare_fit(args.task, cell, "smoke", args.seed, args.data_dir, args.device, args.hidden)
             harness = harness_fit(args.task, cell, "smoke", args.seed, args.data_dir, args.device, args.hidden)
-            print(f"{cell:15s} warm-up (smoke budget, not counted): bare {bare:.1f} s, harness {harness:.1f} s",
+            print(f"{cell:15s} warm-up (smoke budget, not counted): bare {bare:.2f} s, harness {harness:.2f} s",
                   flush=True)
         ratios = []
         for round_ in range(1, args.rounds + 1):
             bare = bare_fit(args.task, cell, args.budget, args.seed, args.data_dir, args.device, args.hidden)
             harness = harness_fit(args.task, cell, args.budget, args.seed, args.data_dir, args.device, args.hidden)
             ratios.append(bare / harness)
-            print(f"{cell:15s} {round_:5d}  {bare:6.1f}  {harness:9.1f}  {ratios[-1]:5.2f}", flush=True)
+            print(f"{cell:15s} {round_:5d}  {bare:6.2f}  {harness:9.2f}  {ratios[-1]:5.2f}", flush=True)
         print(f"{cell:15s} median ratio {statistics.median(ratios):.2f} (bare / harness, {args.rounds} rounds)",
               flush=True)
 

@@ -27,8 +27,8 @@ def test_the_benchmark_warms_up_and_prints_each_round_and_the_median(shared_data
     rounds = [line for line in lines if line[1].isdigit()]
     assert [line[1] for line in rounds] == ["1", "2"]
     ratios = []
-    for _, _, bare, harness, ratio in rounds:
-        assert float(bare) > 0 and float(harness) > 0
+    for _, _, bare, harness, ratio in rounds:  # a smoke fit can take under 5 ms: seconds may print as 0.00
+        assert float(bare) >= 0 and float(harness) >= 0 and float(ratio) > 0
         ratios.append(float(ratio))
     median = [line for line in lines if line[1] == "median"]
     assert len(median) == 1 and float(median[0][3]) == pytest.approx(statistics.median(ratios), abs=0.011)
