@@ -34,6 +34,21 @@ def test_the_benchmark_warms_up_and_prints_each_round_and_the_median(shared_data
     assert len(median) == 1 and float(median[0][3]) == pytest.approx(statistics.median(ratios), abs=0.011)
 
 
+def load_script():
+    spec = importlib.util.spec_from_file_location("harness_overhead", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_warmup_leaves_the_warm_up_out(shared_data, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--budget", "smoke", "--rounds", "1", "--cell", "rnn_fused",
+                                      "--no-warmup", "--data-dir", str(shared_data)])
+    load_script().main()
+    out = capsys.readouterr().out
+    assert "warm-up" not in out and "rnn_fused       median ratio" in out, out
+
+
 @pytest.mark.parametrize("args, message", [
     (["--rounds", "0"], "argument --rounds: '0' is not a positive integer"),
     (["--hidden", "x"], "argument --hidden: 'x' is not a positive integer"),
@@ -42,9 +57,7 @@ def test_the_benchmark_warms_up_and_prints_each_round_and_the_median(shared_data
     (["--budget", "nope"], "unknown budget 'nope' for task 'mnist-row'; budgets: smoke, quick, paper"),
 ])
 def test_the_benchmark_names_a_bad_input(args, message, monkeypatch, capsys):
-    spec = importlib.util.spec_from_file_location("harness_overhead", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script()
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])
     with pytest.raises(SystemExit) as exit:
         module.main()
