@@ -26,6 +26,14 @@ def curve_rows(table: torch.Tensor) -> list[dict[str, float]]:
     return [{k: (int(v) if k == "epoch" else float(v)) for k, v in zip(CURVE_FIELDS, row)} for row in table.tolist()]
 
 
+def median_iqr(samples: list[float]) -> tuple[float, float]:
+    """The median of timed samples and their interquartile range (0 for a single sample)."""
+    if len(samples) < 2:
+        return samples[0], 0.0
+    q = statistics.quantiles(samples, n=4)
+    return statistics.median(samples), q[2] - q[0]
+
+
 def samples_per_second(samples_per_step: int, step_seconds: float) -> float:
     """Steady-state training throughput, from the median step time."""
     return samples_per_step / step_seconds if step_seconds > 0 else float("nan")
@@ -187,13 +195,12 @@ class Measure(L.Callback):
 
     def summary(self) -> dict[str, float]:
         timed = self.step_seconds[WARMUP_STEPS:] or self.step_seconds
-        median = statistics.median(timed) if timed else float("nan")
-        q = statistics.quantiles(timed, n=4) if len(timed) >= 2 else [median, median, median]
+        median, iqr = median_iqr(timed) if timed else (float("nan"), float("nan"))
         return {
             "steps": len(self.step_seconds),
             "epochs": getattr(self, "epochs", 0),
             "step_ms_median": 1e3 * median,
-            "step_ms_iqr": 1e3 * (q[2] - q[0]),
+            "step_ms_iqr": 1e3 * iqr,
             "samples_per_s": samples_per_second(self.samples_per_step, median),
             **({"tokens_per_s": self.tokens_per_second()} if self.tokens else {}),
             "fit_seconds": self.fit_seconds,

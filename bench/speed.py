@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from bench.measure import SavedTensorBytes
+from bench.measure import SavedTensorBytes, median_iqr
 from bench.precision import autocast, matmul_dtype, set_backend_precision
 from cells import CELLS, build_cell
 
@@ -148,13 +148,6 @@ class Timer:
         fn()
         self.sync()
         return self.clock() - begin
-
-
-def median_iqr(samples: list[float]) -> tuple[float, float]:
-    if len(samples) < 2:
-        return samples[0], 0.0
-    q = statistics.quantiles(samples, n=4)
-    return statistics.median(samples), q[2] - q[0]
 
 
 def peak_matmul_flops(device: torch.device, timer: Timer, size: int | None = None, repeats: int = 10,
