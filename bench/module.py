@@ -53,6 +53,13 @@ class BenchModule(L.LightningModule):
     def forward(self, *args):
         return self.network(*args)
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # a tuple of tensors already on the device (data held there, or on the CPU) goes as it is:
+        # Lightning's generic move walks the batch in Python on every step
+        if isinstance(batch, tuple) and all(isinstance(t, torch.Tensor) and t.device == device for t in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def training_step(self, batch, batch_idx):
         step = self.global_step  # the optimiser's step below counts it on
         loss = self.task.training_loss(self.network, batch)

@@ -3,6 +3,8 @@ reads one item at a time; and a non-finite training loss fails a run without a c
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import lightning as L
 import pytest
 import torch
@@ -11,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.module import FINITE_CHECK_EVERY, BenchModule
 from tasks import TASKS
-from tasks.data import GeneratedBatches, TensorBatches, batch_loader
+from tasks.data import GeneratedBatches, ShuffledBatches, TensorBatches, batch_loader
 
 
 class OneAtATime(Dataset):
@@ -53,6 +55,38 @@ def test_batches_equal_a_plain_loader_item_by_item_for_a_seed(task, shared_data)
                 assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
     val = next(iter(data.val_dataloader()))
     assert torch.equal(val[0], torch.stack([OneAtATime(data.val_set)[i][0] for i in range(len(val[0]))]))
+
+
+def test_shuffled_batches_draw_what_the_dataloader_draws(shared_data):
+    """Training batches come without a DataLoader; what draws from torch's generator after them
+    (dropout, the next epoch's order) must see the same numbers as after a DataLoader's epoch."""
+    data = TASKS.get("mnist-row").datamodule(shared_data, 32, "smoke", download=False)
+    data.prepare_data()
+    data.setup("fit")
+    assert isinstance(data.train_dataloader(), ShuffledBatches)
+    drawn_after = []
+    for loader in (batch_loader(data.train_set, 32, shuffle=True, drop_last=True), data.train_dataloader()):
+        torch.manual_seed(5)
+        batches = [b[1] for b in loader]
+        drawn_after.append((batches, torch.rand(3)))
+    (plain, plain_next), (ours, ours_next) = drawn_after
+    assert len(ours) == len(plain) == len(data.train_set) // 32 and len(ours) == len(data.train_dataloader())
+    assert all(torch.equal(a, b) for a, b in zip(ours, plain)) and torch.equal(ours_next, plain_next)
+    # Lightning calls iter() on such an iterable once to check it: that alone draws nothing
+    torch.manual_seed(5)
+    iter(data.train_dataloader())
+    after_check = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after_check, torch.rand(3))
+
+
+def test_ddp_keeps_the_dataloader_for_its_distributed_sampler(shared_data):
+    data = TASKS.get("mnist-row").datamodule(shared_data, 32, "smoke", download=False)
+    data.prepare_data()
+    data.setup("fit")
+    data.trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    loader = data.train_dataloader()
+    assert isinstance(loader, DataLoader) and loader.drop_last and len(loader) == len(data.train_set) // 32
 
 
 def test_a_batch_is_one_indexing_of_each_tensor():
