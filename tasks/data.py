@@ -158,6 +158,13 @@ class TensorDataModule(L.LightningDataModule):
             on_device(dataset, self.trainer.strategy.root_device)
         return dataset
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # a batch already on the device (data held there, or on the CPU) goes as it is: Lightning's
+        # generic move walks the batch in Python on every step
+        if all(t.device == device for t in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def train_dataloader(self) -> DataLoader | ShuffledBatches:
         if self.trainer is not None and self.trainer.world_size > 1:  # DDP: Lightning shards the loader's sampler
             return batch_loader(self._served(self.train_set), self.batch_size, shuffle=True, drop_last=True)

@@ -40,3 +40,49 @@ def test_a_training_step_clips_the_gradients_and_steps_the_schedule():
     # cosine decay over the run's steps, stepped once per step: the rate after step k
     expected = [budget.lr * (1 + math.cos(math.pi * k / steps)) / 2 for k in range(1, steps + 1)]
     assert all(math.isclose(rate, want, rel_tol=1e-6, abs_tol=1e-12) for rate, want in zip(rates, expected)), rates
+
+
+class Collect(L.pytorch.loggers.Logger):
+    """A logger that keeps what it is given, in memory."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[tuple[int, dict]] = []
+
+    name, version = "collect", 0
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        self.rows.append((step, dict(metrics)))
+
+
+def fit_adding(logger, progress: bool, steps: int = 20) -> BenchModule:
+    L.seed_everything(0, verbose=False)
+    task = TASKS.get("adding").configured({})
+    budget = task.budget("smoke")
+    data = task.datamodule(None, budget.batch_size, "smoke")
+    data.sizes = {"train": budget.batch_size * steps, "val": 8, "test": 8}
+    network = initialise_cells(task.network(ModelConfig("rnn_fused", 4), data, "smoke"), budget)
+    module = BenchModule(network, task, budget)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_val_batches=1, num_sanity_val_steps=0,
+                        logger=logger, enable_checkpointing=False, enable_progress_bar=progress,
+                        enable_model_summary=False, log_every_n_steps=10)
+    trainer.fit(module, datamodule=data)
+    assert trainer.global_step == steps
+    return module
+
+
+def test_the_training_loss_is_logged_for_a_logger_or_the_progress_bar_only(monkeypatch):
+    logger = Collect()
+    fit_adding(logger, progress=False)
+    logged = [step for step, metrics in logger.rows if "train/loss" in metrics]
+    assert logged == [9, 19]  # every log_every_n_steps-th step (0-based steps)
+    calls = []
+    monkeypatch.setattr(BenchModule, "log", lambda self, name, *a, **k: calls.append(name))
+    fit_adding(False, progress=True)
+    assert calls.count("train/loss") == 2  # the progress bar shows it
+    calls.clear()
+    fit_adding(False, progress=False)
+    assert "train/loss" not in calls  # nobody reads it: not logged, no host time spent on it
