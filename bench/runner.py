@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import callbacks
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bench.environment import device_name, environment, git_revision
@@ -193,6 +194,17 @@ def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None,
             "git_revision": git_revision(), "computed_at": _now(),
         }, table="baselines")
     return len(baselines)
+
+
+class ModelCheckpoint(callbacks.ModelCheckpoint):
+    """Lightning's, with its `state_key` formatted once: Lightning reads every callback's key on
+    every hook call (a profiler label, even with no profiler), and ModelCheckpoint's formats its
+    settings each time, a share of the harness's host time per step. The class keeps Lightning's
+    name, so the key, under which checkpoints hold the callback's state, is the same."""
+
+    @functools.cached_property
+    def state_key(self) -> str:
+        return super().state_key
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

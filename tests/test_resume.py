@@ -164,3 +164,17 @@ def test_a_checkpoint_of_one_process_resumes_that_process():
     random.seed(6)
     RandomStates().load_state_dict(saved["ranks"][0])  # an earlier rnnbench's checkpoint: the states alone
     assert random.random() == expected
+
+
+def test_the_runner_checkpoints_keep_lightnings_state_keys(tmp_path):
+    """The runner's ModelCheckpoint formats its key once; the key (under which a checkpoint holds the
+    callback's state, so what older checkpoints resume by) is Lightning's own."""
+    from lightning.pytorch.callbacks import ModelCheckpoint as Lightnings
+
+    from bench.runner import ModelCheckpoint
+
+    for settings in ({"monitor": "val/accuracy", "mode": "max", "save_weights_only": True},
+                     {"monitor": None, "save_on_train_epoch_end": True}):
+        ours = ModelCheckpoint(dirpath=tmp_path, **settings)
+        assert ours.state_key == Lightnings(dirpath=tmp_path, **settings).state_key
+        assert ours.state_key is ours.state_key  # formatted once
