@@ -8,7 +8,9 @@ batches, with its optimiser and schedule (`optimizer_and_schedule`), gradient-no
 validation pass over the validation split after each epoch; both start from the same seed. The
 harness side is `bench.runner.execute`, the code path of `rnnbench run` (its fit time is the
 measuring callback's, from the start of the fit to its end: Lightning's loop, logging, the
-checkpoint of the best epoch, the data loaders). The bare side serves batches by indexing the
+checkpoint of the best epoch, the data loaders), as a run whose output goes to a file runs it: no
+progress bar (on a terminal `rnnbench run` shows Lightning's, which reads the training loss every
+10 steps). The bare side serves batches by indexing the
 split's tensors with a permutation, on the training device, and reads nothing back to the host
 but the validation metric.
 
@@ -111,7 +113,7 @@ def main() -> None:
     parser.add_argument("--task", default="mnist-row")
     parser.add_argument("--cell", action="append", help="repeatable; default rnn_fused and lstm_fused")
     parser.add_argument("--budget", default="quick")
-    parser.add_argument("--rounds", type=positive_int, default=3)
+    parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
