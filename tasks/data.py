@@ -3,8 +3,10 @@ held as tensors that a DataLoader reads one batch at a time.
 
 A plain DataLoader over a TensorDataset asks for each sample apart and stacks them (about 1 ms for
 a batch of 128 MNIST scans on a 2-core CPU, a large share of a small model's step). The data sets
-here answer `__getitems__`: the whole batch comes from one indexing of each tensor. The loader
-keeps the plain one's sampler, so a seed gives the same samples in the same order as before.
+here answer `__getitems__`: the whole batch comes from one indexing of each tensor. Evaluation
+loaders keep a plain DataLoader's sampler; training batches come from `ShuffledBatches`, slices of
+one permutation an epoch, without a DataLoader. Either way a seed gives the same samples in the
+same order as a plain DataLoader.
 """
 
 from __future__ import annotations
