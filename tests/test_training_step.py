@@ -58,7 +58,7 @@ class Collect(L.pytorch.loggers.Logger):
         self.rows.append((step, dict(metrics)))
 
 
-def fit_adding(logger, progress: bool, steps: int = 20) -> BenchModule:
+def fit_adding(logger, progress: bool, steps: int = 20) -> None:
     L.seed_everything(0, verbose=False)
     task = TASKS.get("adding").configured({})
     budget = task.budget("smoke")
@@ -71,7 +71,6 @@ def fit_adding(logger, progress: bool, steps: int = 20) -> BenchModule:
                         enable_model_summary=False, log_every_n_steps=10)
     trainer.fit(module, datamodule=data)
     assert trainer.global_step == steps
-    return module
 
 
 def test_the_training_loss_is_logged_for_a_logger_or_the_progress_bar_only(monkeypatch):
