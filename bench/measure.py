@@ -85,9 +85,8 @@ class Measure(L.Callback):
         self.fit_seconds = 0.0
         self.memory: dict[str, float] = {}
         self._saved: SavedTensorBytes | None = None
-        # the learning curve: one row per validation, (epoch, val metric, mean training loss since the last
-        # validation, seconds since the fit started); the loss is summed on the device, read once per
-        # validation (no sync a step)
+        # the learning curve: one row per validation, (epoch, val metric, mean training loss, seconds
+        # since the fit started); the loss is summed on the device, read once per epoch (no sync a step)
         self.curve: list[tuple[float, float, float, float]] = []
         self._loss_sum: torch.Tensor | float = 0.0
         self._loss_steps = 0

@@ -298,7 +298,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         num_nodes=config.nodes,
         max_epochs=budget.max_epochs,
         limit_train_batches=budget.train_batches, limit_val_batches=budget.val_batches,
-        limit_test_batches=budget.test_batches, check_val_every_n_epoch=budget.val_every,
+        limit_test_batches=budget.test_batches,
         num_sanity_val_steps=0, log_every_n_steps=10,  # clipping: BenchModule.on_before_optimizer_step
         logger=logger, callbacks=[checkpoint, last, measure, RandomStates()], enable_progress_bar=progress,
         enable_model_summary=False, default_root_dir=run_dir, plugins=[AtomicCheckpointIO()],

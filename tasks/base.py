@@ -37,9 +37,6 @@ class Budget:
     train_batches: int | None = None
     val_batches: int | None = None
     test_batches: int | None = None
-    # validate (and choose the best checkpoint) after every n-th epoch; max_epochs must be a
-    # multiple, so that the last epoch is validated
-    val_every: int = 1
     note: str = ""  # one line shown in the report
 
     def __post_init__(self):
@@ -47,9 +44,6 @@ class Budget:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.val_every < 1 or self.max_epochs % self.val_every:
-            raise ValueError(f"val_every must be a positive divisor of max_epochs ({self.max_epochs}), so that the last "
-                             f"epoch is validated; got {self.val_every}")
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.store import ResultsStore
 from cells import CELLS, register_cell
 from cells.lstm import LSTMFused
-from tasks import TASKS
-from tasks.base import Budget
 
 # long sequences through a Python-loop cell: an epoch lasts about half a second, so the kill, sent as
 # soon as the first epoch's checkpoint exists, lands well inside a later epoch
@@ -74,26 +70,6 @@ def test_a_finished_run_keeps_the_checkpoints_asked_for(keep, kept, tmp_path):
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert {p.name for p in (run_dir / "checkpoints").glob("*")} == kept
     assert not (run_dir / "resume").exists()
-
-
-def test_a_budget_validating_every_second_epoch_validates_and_keeps_its_best_there(tmp_path, monkeypatch):
-    task = TASKS.get("adding")
-    monkeypatch.setitem(task.budgets, "smoke", replace(task.budgets["smoke"], max_epochs=4, val_every=2))
-    result = invoke("run", "--task", "adding", "-o", "length=5", "--cell", "gru_fused", "--budget", "smoke",
-                    "--keep-checkpoints", "best", "--out", str(tmp_path))
-    assert result.exit_code == 0, result.output
-    (row,) = ResultsStore(tmp_path).rows()
-    assert row["status"] == "ok" and row["epochs"] == 4 and row["steps"] == 16
-    assert [c["epoch"] for c in row["curve"]] == [2, 4]
-    assert row["config"]["budget_config"]["val_every"] == 2
-    (best,) = tmp_path.glob("runs/*/checkpoints/best.ckpt")
-    assert torch.load(best, weights_only=False)["epoch"] in (1, 3)  # saved after the 2nd or 4th epoch's validation
-
-
-@pytest.mark.parametrize("val_every", [0, 3])
-def test_a_budget_must_validate_its_last_epoch(val_every):
-    with pytest.raises(ValueError, match=f"val_every must be a positive divisor of max_epochs \\(4\\).*got {val_every}"):
-        Budget(max_epochs=4, batch_size=8, hidden_size=8, lr=1e-3, val_every=val_every)
 
 
 class NaNFromSecondEpoch(LSTMFused):
