@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.store import configuration, configuration_id
+from reports import figures
 
 PERCENT_METRICS = {"accuracy", "miou", "pixel_accuracy", "no_eos"}  # stored as fractions, shown as %
 NOT_SHOWN = {"loss", "samples"}  # test metrics kept in the store but not in the tables
@@ -440,12 +441,7 @@ def render(rows: list[dict[str, Any]], plots: dict[str, list[tuple[str, str]]] |
 def plot_metric_vs_time(task: str, entries: list[dict[str, Any]], path: Path) -> Path:
     """Test metric (mean, 95 % confidence interval as error bar) against mean training time, one point per
     configuration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = figures.pyplot().subplots(figsize=(6, 4), dpi=100)
     for e in entries:
         mean, half_width = e["metric"]
         ax.errorbar(e["train_s"], mean, yerr=half_width or 0, fmt="o", capsize=3, label=f"{e['cell']} {e['label']}")
@@ -455,10 +451,7 @@ def plot_metric_vs_time(task: str, entries: list[dict[str, Any]], path: Path) ->
     ax.set_title(task)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path)
 
 
 def _curve_lines(e: dict[str, Any], scale: float) -> tuple[list[float], list[float], list[float], list[float], list[float]] | None:
@@ -474,23 +467,13 @@ def _curve_lines(e: dict[str, Any], scale: float) -> tuple[list[float], list[flo
 
 
 def _two_panels():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, 2, figsize=(11, 4), dpi=100, sharey=True)
+    return figures.pyplot().subplots(1, 2, figsize=(11, 4), dpi=100, sharey=True)
 
 
 def _save_panels(fig, axes, title: str, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     axes[1].legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path)
 
 
 def plot_curves(task: str, entries: list[dict[str, Any]], path: Path) -> Path | None:

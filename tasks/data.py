@@ -168,9 +168,10 @@ class TensorDataModule(L.LightningDataModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def train_dataloader(self) -> DataLoader | ShuffledBatches:
+        dataset = self._served(self.train_set)
         if self.trainer is not None and self.trainer.world_size > 1:  # DDP: Lightning shards the loader's sampler
-            return batch_loader(self._served(self.train_set), self.batch_size, shuffle=True, drop_last=True)
-        return ShuffledBatches(self._served(self.train_set), self.batch_size)
+            return batch_loader(dataset, self.batch_size, shuffle=True, drop_last=True)
+        return ShuffledBatches(dataset, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return batch_loader(self._served(self.val_set), self.eval_batch_factor * self.batch_size)

@@ -33,6 +33,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from cells import build_cell
+from reports import figures
 from tasks.base import Baseline, Budget, ModelConfig, Option, StateBridge, Task, positive_int, register_task
 from tasks.data import GeneratedBatches
 from tasks.mnist_data import MNISTDataModule
@@ -385,10 +386,7 @@ class MovingMNISTTask(Task):
 
 
 def save_strip(inputs: Tensor, target: Tensor, predicted: Tensor, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     rows = []
     for i in range(len(inputs)):
@@ -399,11 +397,7 @@ def save_strip(inputs: Tensor, target: Tensor, predicted: Tensor, path: Path) ->
             axes[r, c].imshow(frame.numpy(), cmap="gray", vmin=0, vmax=1)
             axes[r, c].axis("off")
         axes[r, 0].set_title(["input", "true", "predicted"][r % 3], fontsize=7, loc="left")
-    fig.tight_layout(pad=0.2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path, pad=0.2)
 
 
 register_task(MovingMNISTTask())

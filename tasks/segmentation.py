@@ -30,6 +30,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from cells import build_cell
+from reports import figures
 from tasks.base import Baseline, Budget, ModelConfig, Task, register_task
 from tasks.data import GeneratedBatches
 from tasks.mnist_data import MNISTDataModule
@@ -210,10 +211,7 @@ class SegmentationTask(Task):
 
 
 def save_masks(images: Tensor, labels: Tensor, predicted: Tensor, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     fig, axes = plt.subplots(len(images), 3, figsize=(6, 1.6 * len(images)), dpi=80)
     for r in range(len(images)):
@@ -224,11 +222,7 @@ def save_masks(images: Tensor, labels: Tensor, predicted: Tensor, path: Path) ->
             axes[r, c].axis("off")
             if r == 0:
                 axes[r, c].set_title(["scene", "true", "predicted"][c], fontsize=8)
-    fig.tight_layout(pad=0.2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return figures.save(fig, path, pad=0.2)
 
 
 register_task(SegmentationTask())

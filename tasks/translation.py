@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from cells import build_cell
+from reports import figures
 from tasks.base import (Baseline, Budget, ModelConfig, Option, StateBridge, Task, non_negative_int, positive_int,
                         register_task)
 from tasks.data import DataError
@@ -920,10 +921,7 @@ def attention_picture(network: Seq2Seq, batch: dict, outputs: list[list[int]], d
     """A picture of what the decoder read for one of the report's example translations: its
     attention weights over the source tokens at each output token and, with copying, p(copy) per
     output token. The example shown is the one of them with the most copying (the first without)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     device = batch["src"].device
     shown = []
@@ -960,10 +958,7 @@ def attention_picture(network: Seq2Seq, batch: dict, outputs: list[list[int]], d
         axes[0, 1].set_yticks(range(rows), [f"{p:.2f}" for p in copy.tolist()], fontsize=7)
         axes[0, 1].yaxis.tick_right()
         axes[0, 1].set_title("p(copy)", fontsize=8)
-    fig.tight_layout(pad=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    figures.save(fig, path, pad=0.3)
     caption = ("attention over the source at each output token, and p(copy) per output token; the example "
                "translation with the most copying" if copy is not None else
                "attention over the source at each output token, first example translation")

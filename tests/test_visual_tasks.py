@@ -168,3 +168,22 @@ def test_renet_upsampling_is_the_transposed_convolution(cell):
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-5)
     scores.sum().backward()  # and it trains: every parameter gets a gradient
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in network.parameters())
+
+
+def test_pictures_are_written_at_their_size_into_a_new_folder(tmp_path):
+    """The video strip (input, true, predicted rows per sequence) and the segmentation masks (scene,
+    true, predicted per scene) land as PNGs of their figures' size, their folder made."""
+    import matplotlib.image
+
+    from tasks.moving_mnist import save_strip
+    from tasks.segmentation import CLASSES, HEIGHT, WIDTH, save_masks
+
+    frames = torch.rand(2, FRAMES // 2, SIZE, SIZE)
+    strip = save_strip(frames, frames.flip(1), frames.roll(1, 1), tmp_path / "video" / "strip.png")
+    assert strip == tmp_path / "video" / "strip.png"
+    # 10 frames 0.8 inch wide, 6 rows (2 sequences x 3) 0.85 inch high, at 80 dots an inch
+    assert matplotlib.image.imread(strip).shape == (408, 640, 4)
+    scenes = torch.rand(4, 1, HEIGHT, WIDTH)
+    labels = torch.randint(0, CLASSES, (4, HEIGHT, WIDTH))
+    masks = save_masks(scenes, labels, labels.flip(2), tmp_path / "segmentation" / "masks.png")
+    assert matplotlib.image.imread(masks).shape == (512, 480, 4)  # 4 rows 1.6 inch high, 3 columns in 6 inches
