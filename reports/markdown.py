@@ -466,8 +466,15 @@ def _curve_lines(e: dict[str, Any], scale: float) -> tuple[list[float], list[flo
     return epochs, seconds, [statistics.fmean(v) for v in values], [min(v) for v in values], [max(v) for v in values]
 
 
-def _two_panels():
-    return figures.pyplot().subplots(1, 2, figsize=(11, 4), dpi=100, sharey=True)
+def _two_panels(integer_x: tuple[bool, bool]):
+    """Two panels side by side sharing their y axis; an x axis of epochs or time steps gets whole-number ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = figures.pyplot().subplots(1, 2, figsize=(11, 4), dpi=100, sharey=True)
+    for ax, integer in zip(axes, integer_x):
+        if integer:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig, axes
 
 
 def _save_panels(fig, axes, title: str, path: Path) -> Path:
@@ -484,7 +491,7 @@ def plot_curves(task: str, entries: list[dict[str, Any]], path: Path) -> Path | 
     lines = [(e, c) for e, c in lines if c]
     if not lines:
         return None
-    fig, axes = _two_panels()
+    fig, axes = _two_panels((True, False))
     for e, (epochs, seconds, mean, low, high) in lines:
         for ax, x in zip(axes, (epochs, seconds)):
             (line,) = ax.plot(x, mean, marker="o", markersize=3, label=f"{e['cell']} {e['label']} (n={e['n']})")
@@ -505,7 +512,7 @@ def plot_state_gradients(task: str, entries: list[dict[str, Any]], path: Path) -
     lines = [(e, g) for e, g in lines if g]
     if not lines:
         return None
-    fig, axes = _two_panels()
+    fig, axes = _two_panels((True, True))
     for e, records in lines:
         for ax, when in zip(axes, ("init", "trained")):
             length = min(len(g[when]) for g in records)
