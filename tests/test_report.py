@@ -137,17 +137,16 @@ def test_report_draws_learning_curves_and_state_gradients(tmp_path):
         assert f"]({picture})" in text and (tmp_path / picture).stat().st_size > 10_000
 
 
-
 def test_epoch_and_time_step_axes_tick_whole_numbers(tmp_path, monkeypatch):
     """Three epochs drawn would otherwise get ticks at 1.25, 1.5, ...; the time axes keep theirs."""
     from reports import figures
 
     ticks, save = {}, figures.save
 
-    def recording(fig, path, pad=1.08):
+    def recording(fig, path, **layout):
         fig.canvas.draw()
         ticks[path.name] = [[float(t) for t in ax.get_xticks()] for ax in fig.axes]
-        return save(fig, path, pad)
+        return save(fig, path, **layout)
 
     monkeypatch.setattr(figures, "save", recording)
     curve = [{"epoch": e, "val": 1.0 / e, "train_loss": 1.0, "seconds": 0.7 * e} for e in (1, 2, 3)]
@@ -158,6 +157,7 @@ def test_epoch_and_time_step_axes_tick_whole_numbers(tmp_path, monkeypatch):
     (epochs, seconds), (steps_init, steps_trained) = ticks["report-video-curves.png"], ticks["report-video-gradients.png"]
     assert whole(epochs) and whole(steps_init) and whole(steps_trained)
     assert not whole(seconds), "training seconds 0.7 to 2.1 keep fractional ticks"
+
 
 def test_stores_from_before_configuration_ids_gain_them_when_opened(tmp_path):
     row = record("gru", 0, 100.0, [0.0] * 10, {"frames": "conv"})
