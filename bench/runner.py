@@ -8,7 +8,7 @@ import os
 import shutil
 import traceback
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -52,10 +52,10 @@ class RunConfig:
     task_options: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, see the task's `options`
 
     def __post_init__(self):
-        self.task_spec()
         CELLS.get(self.cell)
         if self.budget not in BUDGETS:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        self.task_spec()
         if self.accelerator not in ACCELERATORS:
             raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
@@ -77,8 +77,14 @@ class RunConfig:
         self.resolved_precision()
 
     def task_spec(self):
-        """The registered task with this run's options set."""
-        return TASKS.get(self.task).configured(dict(self.task_options))
+        """The registered task with this run's options set: the budget's, then the user's."""
+        return TASKS.get(self.task).configured(self.options)
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The task options this run sets: the budget's (`Budget.task_options`), then the user's."""
+        budget = TASKS.get(self.task).budget(self.budget)
+        return {**{k: str(v) for k, v in budget.task_options}, **dict(self.task_options)}
 
     def resolved_accelerator(self) -> str:
         if self.accelerator == "auto":
@@ -90,7 +96,7 @@ class RunConfig:
 
     @property
     def resolved_hidden_size(self) -> int:
-        return self.hidden_size or TASKS.get(self.task).budget(self.budget).hidden_size
+        return self.hidden_size or TASKS.get(self.task).budget(self.budget).hidden_for(CELLS.get(self.cell).architecture)
 
     def identity(self) -> dict[str, Any]:
         task = self.task_spec()
@@ -118,7 +124,7 @@ class RunConfig:
     @property
     def label(self) -> str:
         model = f"{self.num_layers}x{self.resolved_hidden_size}" + ("-bi" if self.bidirectional else "")
-        options = "".join(f" {k}={v}" for k, v in self.task_options)
+        options = "".join(f" {k}={v}" for k, v in self.options.items())
         precision = "" if self.resolved_precision() == "32" else f" precision={self.resolved_precision()}"
         return f"{self.task}{options} {self.cell} {model} seed={self.seed} budget={self.budget}{precision}"
 
@@ -159,7 +165,7 @@ def _base_record(config: RunConfig) -> dict[str, Any]:
         "metric_name": task.primary_metric, "higher_is_better": int(task.higher_is_better),
         "device": device_name(config.resolved_accelerator()), "environment": environment(config.resolved_accelerator()),
         "git_revision": git_revision(),
-        "config": {**identity, "budget_config": asdict(task.budget(config.budget))},
+        "config": {**identity, "budget_config": task.budget(config.budget).config()},
         "started_at": _now(),
     }
     record["configuration_id"] = configuration_id(record["config"], record["device"])

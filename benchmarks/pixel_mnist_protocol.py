@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from cells import CELLS
 from tasks import TASKS, ModelConfig
 from tasks.base import initialise_cells, optimizer_and_schedule
 
@@ -42,7 +43,8 @@ def main() -> None:
     data.prepare_data()
     data.setup("fit")
     device = torch.device(args.device)
-    network = initialise_cells(task.network(ModelConfig(args.cell, budget.hidden_size), data, "paper"), budget).to(device)
+    model = ModelConfig(args.cell, budget.hidden_for(CELLS.get(args.cell).architecture))
+    network = initialise_cells(task.network(model, data, "paper"), budget).to(device)
     steps_per_epoch = len(data.train_dataloader())
     optimizer, schedule = optimizer_and_schedule(network.parameters(), budget, budget.max_epochs * steps_per_epoch)
     val_x = torch.stack([data.val_set[i][0] for i in range(args.val_size)]).to(device)

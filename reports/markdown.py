@@ -115,6 +115,10 @@ def configuration_labels(configs: dict[str, list[dict]]) -> dict[str, str]:
                   and k not in ("task_config.version", "precision")]  # the same as task_version; its own column
         if any(k.startswith("task_config.options.") or k == "task_version" for k in differ):  # implied by them
             differ = [k for k in differ if k.startswith("task_config.options.") or not k.startswith("task_config.")]
+        # the options a budget sets say what it measures (quick's side=14): shown on every row
+        config = configs[cid][0].get("config") or {}
+        by_budget = [f"task_config.options.{k}" for k in (config.get("budget_config") or {}).get("task_options") or {}]
+        differ += [k for k in by_budget if k in flat[cid] and k not in differ]
         labels[cid] = " ".join([f"{key[1]} {key[2]}", *(_distinction(k, flat[cid][k]) for k in differ)])
     return labels
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,12 +38,33 @@ class Budget:
     val_batches: int | None = None
     test_batches: int | None = None
     note: str = ""  # one line shown in the report
+    # the budget's values of task options, as (name, value) pairs: what it measures when that is not
+    # the task's default (quick's 14 x 14 pixel scans); `--task-option` overrides them
+    task_options: tuple[tuple[str, Any], ...] = ()
+    # hidden sizes other than `hidden_size` by cell architecture, as (architecture, size) pairs: a
+    # protocol that compares the cells at one parameter count (Bai et al. 2018: about 70K)
+    hidden_by_architecture: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+
+    def hidden_for(self, architecture: str) -> int:
+        """The hidden size a cell of this architecture trains with by default."""
+        return dict(self.hidden_by_architecture).get(architecture, self.hidden_size)
+
+    def config(self) -> dict[str, Any]:
+        """The budget as stored with a run; the pair fields only where set, so that the runs of a budget
+        without them keep their configuration ids."""
+        out = asdict(self)
+        for name in ("task_options", "hidden_by_architecture"):
+            if not out[name]:
+                del out[name]
+            else:
+                out[name] = dict(out[name])
+        return out
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tasks import TASKS
-from tasks.mnist import PIXELS, snake, zigzag
+from tasks.mnist import PIXELS, SIDES, pooled, snake, zigzag
 from tasks.mnist_data import FILES, DataError, load_file, load_mnist
 
 SCAN_TASKS = [name for name in TASKS.names() if name.startswith("mnist-")]
@@ -27,8 +27,28 @@ def test_real_mnist_loads_and_verifies(shared_data):
 @pytest.mark.parametrize("name", SCAN_TASKS)
 def test_every_scan_is_a_permutation_of_the_pixels(name):
     task = TASKS.get(name)
-    assert sorted(task.order.tolist()) == list(range(PIXELS))
-    assert task.steps * task.config()["features"] == PIXELS
+    sides = SIDES if "side" in task.options else (28,)
+    for side in sides:
+        scan = task.configured({"side": str(side)}) if "side" in task.options else task
+        assert sorted(scan.order.tolist()) == list(range(side * side))
+        assert scan.steps * scan.config()["features"] == side * side
+        assert scan.config()["options"] == ({"side": side} if "side" in task.options else {})
+
+
+def test_side_option_is_checked_and_the_quick_budget_sets_it():
+    from bench.runner import RunConfig
+
+    with pytest.raises(ValueError, match=r"side='13': must be one of 28, 14, 7, 4"):
+        TASKS.get("mnist-pixel").configured({"side": "13"})
+    with pytest.raises(ValueError, match="task 'mnist-row' has no option 'side'"):
+        TASKS.get("mnist-row").configured({"side": "14"})
+    quick = RunConfig(task="mnist-snake", cell="lstm_fused")
+    assert quick.task_spec().steps == 196 and quick.identity()["task_config"]["options"] == {"side": 14}
+    assert "mnist-snake side=14 lstm_fused" in quick.label
+    full = RunConfig(task="mnist-snake", cell="lstm_fused", task_options=(("side", "28"),))  # the user's value wins
+    assert full.task_spec().steps == 784 and full.run_id != quick.run_id and "side=28" in full.label
+    paper = RunConfig(task="mnist-snake", cell="lstm_fused", budget="paper")
+    assert paper.task_spec().steps == 784 and "side" not in paper.label
 
 
 def test_scan_orders():
@@ -51,6 +71,20 @@ def test_scanned_sequence_holds_the_image(shared_data):
     torch.testing.assert_close(restored, expected)
     assert len(data.train_set) == 55000 and len(data.val_set) == 5000
     assert not set(data.train_set.indices) & set(data.val_set.indices)
+
+
+def test_pooled_scan_holds_the_pooled_image(shared_data):
+    task = TASKS.get("mnist-zigzag").configured({"side": "14"})
+    data = task.datamodule(shared_data, 8, "quick", download=False)
+    data.setup("fit")
+    image = load_mnist(shared_data, download=False)["test_images"][0]
+    sequence = data.test_set[0][0]
+    assert sequence.shape == (196, 1)
+    restored = torch.empty(196)
+    restored[task.order] = sequence[:, 0]
+    blocks = image.float().div(255).view(14, 2, 14, 2).mean(dim=(1, 3))  # each 2 x 2 block's mean
+    torch.testing.assert_close(pooled(image[None], 14)[0], blocks)
+    torch.testing.assert_close(restored, (blocks.reshape(-1) - 0.1307) / 0.3081)
 
 
 def test_missing_file_names_it_and_where_to_put_it(tmp_path):

@@ -34,11 +34,25 @@ def test_initialise_sets_orthogonal_recurrent_blocks_and_the_lstm_forget_bias(na
 
 
 def test_paper_budget_of_the_pixel_tasks_initialises_every_cell_of_the_network():
-    budget = TASKS.get("mnist-pixel").budget("paper")
-    assert budget.optimizer == "rmsprop" and budget.forget_bias == 1.0 and budget.orthogonal_init
-    network = initialise_cells(TASKS.get("mnist-pixel").network(ModelConfig("lstm_fused", 16)), budget)
-    bias = network.encoder.weights()["bias_ih_l0"]
-    assert torch.all(bias[16:32] == 1.0)
+    for task, forget_bias in (("mnist-pixel", 1.0), ("mnist-permuted", 10.0)):  # Bai et al. 2018, Table 3
+        budget = TASKS.get(task).budget("paper")
+        assert budget.optimizer == "rmsprop" and budget.lr == 1e-3 and budget.grad_clip == 1.0
+        assert budget.forget_bias == forget_bias and not budget.orthogonal_init
+        network = initialise_cells(TASKS.get(task).network(ModelConfig("lstm_fused", 16)), budget)
+        bias = network.encoder.weights()["bias_ih_l0"]
+        assert torch.all(bias[16:32] == forget_bias)
+
+
+@pytest.mark.parametrize("cell", ["lstm_fused", "gru_fused", "rnn_fused"])
+def test_paper_budget_of_the_pixel_tasks_gives_every_cell_about_70k_parameters(cell):
+    from bench.runner import RunConfig
+
+    config = RunConfig(task="mnist-pixel", cell=cell, budget="paper")
+    expected = {"lstm_fused": 130, "gru_fused": 150, "rnn_fused": 260}[cell]
+    assert config.resolved_hidden_size == expected and config.identity()["hidden_size"] == expected
+    network = TASKS.get("mnist-pixel").network(ModelConfig(cell, config.resolved_hidden_size))
+    assert 70_000 <= sum(p.numel() for p in network.parameters()) <= 71_000  # the paper's "about 70K"
+    assert RunConfig(task="mnist-pixel", cell=cell, budget="paper", hidden_size=64).resolved_hidden_size == 64
 
 
 def test_optimizer_and_schedule_follow_the_budget():
