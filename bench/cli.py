@@ -102,14 +102,30 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def open_store(out: Path):
-    """The results store in OUT, or a clear error (exit 2, nothing changed) when OUT or the store is unusable."""
+def open_store(out: Path, readonly: bool = False):
+    """The results store in OUT, or a clear error (exit 2, nothing changed) when OUT or the store is
+    unusable; `readonly`: a command that only reads (OUT must exist; nothing is written)."""
     from bench.store import ResultsStore, StoreError
 
     try:
-        return ResultsStore(out)
+        return ResultsStore(out, readonly=readonly)
     except StoreError as err:
         raise fail(str(err)) from None
+
+
+def merge_if_sharded(out: Path):
+    """Fold SLURM's shards into the store when there are any (the one write of a reading command);
+    return the store, read-only when there was nothing to fold."""
+    from bench.store import StoreError, merge_shards, shard_paths
+
+    if not shard_paths(out):
+        return open_store(out, readonly=True)
+    open_store(out)
+    try:
+        merge_shards(out)
+    except StoreError as err:
+        raise fail(str(err)) from None
+    return open_store(out, readonly=True)
 
 
 @app.command("list")
@@ -214,14 +230,24 @@ def run(
     total = len(configs)
     position = {c.run_id: i + 1 for i, c in enumerate(configs)}
 
+    in_flight: dict[str, str] = {}  # run id -> label of the runs started and not ended
+
     def report(event, config, record):
         where = f"[{position[config.run_id]}/{total}] {config.label}"
+        if event == "start":
+            in_flight[config.run_id] = config.label
+        else:
+            in_flight.pop(config.run_id, None)
         if event == "start":
             resume = out / "runs" / config.run_id / "resume" / "last.ckpt"
             note = " (resuming from its last checkpoint)" if resume.is_file() else ""
             console.print(f"{where} ...{note}", highlight=False)
         elif event == "already done":
             console.print(f"{where}: already done, skipped", style="dim", highlight=False)
+        elif event == "running elsewhere":
+            holder = record["holder"]
+            console.print(f"{where}: running elsewhere (host {holder.get('host', '?')}, pid {holder.get('pid', '?')}), "
+                          "skipped; `rnnbench status` shows it", style="yellow", highlight=False)
         elif event == "ok":
             console.print(
                 f"{where}: [green]ok[/] {record['metric_name']}={record['metric_value']:.4f} "
@@ -231,13 +257,21 @@ def run(
             console.print(f"{where}: [red]{event}[/] {record['error']}", highlight=False)
 
     console.print(f"{total} runs -> {out / 'results.sqlite'}", highlight=False)
+    from bench.signals import Interrupted, signals_interrupt
+
     try:
-        counts = run_matrix(configs, out, data_dir, use_wandb=wandb,
-                            progress=sys.stdout.isatty() if progress is None else progress,
-                            download=download, report=report, parallel=parallel,
-                            keep_checkpoints=keep_checkpoints.value)
+        with signals_interrupt():
+            counts = run_matrix(configs, out, data_dir, use_wandb=wandb,
+                                progress=sys.stdout.isatty() if progress is None else progress,
+                                download=download, report=report, parallel=parallel,
+                                keep_checkpoints=keep_checkpoints.value)
     except ValueError as err:  # a matrix that cannot start (e.g. more --parallel than GPUs)
         raise fail(str(err)) from None
+    except Interrupted as signal:
+        runs = "; ".join(in_flight.values()) or "none had started"
+        errors.print(f"interrupted by {signal.name}: stopped {runs}. Nothing was stored for it; its last epoch's "
+                     "checkpoint is kept: the same command resumes it.", highlight=False)
+        raise typer.Exit(code=signal.exit_code) from None
     store = open_store(out)
     rows = store.rows()
     path = write_report(rows, out, store.rows("speed"), store.rows("baselines"), targets())
@@ -308,18 +342,31 @@ def slurm_matrix(configs, out: Path, data_dir, use_wandb: bool, download: bool, 
 def status(
     out: Annotated[Path, typer.Option(help="Folder of the results store.")] = DEFAULT_OUT,
 ) -> None:
-    """Show the runs submitted to SLURM from OUT: ok / failed from the store and its shards,
-    PENDING / RUNNING from the queue, lost when neither knows them."""
+    """Show the runs that a process is training now (their claims under OUT/runs) and the runs
+    submitted to SLURM from OUT: ok / failed from the store and its shards, PENDING / RUNNING from
+    the queue, lost when neither knows them."""
+    from datetime import datetime
+
+    from bench.claims import live_claims
     from bench.slurm import run_states
 
-    store = open_store(out)
+    open_store(out, readonly=True)
+    claims = live_claims(out)
+    if claims:
+        table = Table(title=f"runs training now from {out}", box=box.SIMPLE_HEAD)
+        for column in ("run", "state", "host", "pid", "since"):
+            table.add_column(column)
+        for run_id, holder in claims:
+            since = datetime.fromtimestamp(holder.get("since", holder["heartbeat"])).isoformat(" ", "seconds")
+            table.add_row(run_id, "running", str(holder.get("host", "?")), str(holder.get("pid", "?")), since)
+        console.print(table)
     states = run_states(out)
     if not states:
-        console.print(f"no SLURM submissions recorded in {out / 'slurm' / 'jobs.json'}", highlight=False)
+        if not claims:
+            console.print(f"no run is training now, and no SLURM submissions are recorded in "
+                          f"{out / 'slurm' / 'jobs.json'}", highlight=False)
         return
-    from bench.store import merge_shards
-
-    merge_shards(out)
+    store = merge_if_sharded(out)
     rows = {r["run_id"]: r for r in store.rows()}
     table = Table(title=f"runs submitted from {out}", box=box.SIMPLE_HEAD)
     for column in ("run", "job", "state", "metric"):
@@ -342,8 +389,12 @@ def merge(
 ) -> None:
     """Fold the shards that SLURM array tasks wrote (OUT/shards/*.sqlite) into OUT/results.sqlite
     (idempotent; a run stored twice keeps one row)."""
-    from bench.store import StoreError, merge_shards
+    from bench.store import StoreError, merge_shards, shard_paths
 
+    open_store(out, readonly=True)
+    if not shard_paths(out):
+        console.print(f"no shards in {out / 'shards'}: nothing to merge", highlight=False)
+        return
     open_store(out)
     try:
         counts = merge_shards(out)
@@ -467,15 +518,10 @@ def report(
     from reports.markdown import write_report
 
     goals = targets(target)
+    open_store(out, readonly=True)
     if not (out / "results.sqlite").is_file():
         raise fail(f"no results store at {out / 'results.sqlite'}; run `rnnbench run --out {out}` first")
-    store = open_store(out)
-    from bench.store import StoreError, merge_shards
-
-    try:
-        merge_shards(out)
-    except StoreError as err:
-        raise fail(str(err)) from None
+    store = merge_if_sharded(out)
     path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"), goals)
     console.print(f"report: {path}", highlight=False)
 
@@ -504,12 +550,13 @@ def export(
     from reports.export import export as write_export
 
     goals = targets(target)
+    open_store(out, readonly=True)
     if not (out / "results.sqlite").is_file():
         raise fail(f"no results store at {out / 'results.sqlite'}; run `rnnbench run --out {out}` first")
     dest = to if to is not None else out / "export"
     if dest.exists() and not dest.is_dir():
         raise fail(f"--to {dest}: exists and is not a folder")
-    store = open_store(out)
+    store = open_store(out, readonly=True)
     rows = {table.value: store.rows(table.value)}
     for path in write_export(rows, table.value, format.value, dest, goals):
         console.print(f"wrote {path}", highlight=False)

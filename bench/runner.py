@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ from bench.quiet import quiet_libraries
 from bench.measure import CURVE_KEY, MEMORY_KIND, Measure, RandomStates, curve_rows
 from bench.module import BenchModule
 from bench.precision import lightning_precision, resolve_precision
-from bench.store import ResultsStore, configuration_id, content_hash
+from bench.claims import claim_run
+from bench.signals import die_with_parent
+from bench.store import DONE, ResultsStore, configuration_id, content_hash, stored_statuses
 from cells import CELLS
 from tasks import BUDGETS, TASKS, ModelConfig
 from tasks.base import initialise_cells
@@ -364,21 +367,36 @@ def run_and_store(config: RunConfig, out: Path, data_dir: Path | None = None, us
     """Execute one run and store its record, a failure included; return the record. Then the run's
     checkpoints go as `keep_checkpoints` says (a failed run, tried again, starts afresh); a killed
     run keeps its resume checkpoint. `store_name`: the store file under OUT (a shard under SLURM);
-    `store_row` False: another process of the same run stores it (DDP ranks under srun)."""
-    try:
-        if store_row:
-            ensure_baselines(config, out, data_dir, download, store_name)
-        record = execute(config, out, data_dir, use_wandb, progress, download)
-    except (KeyboardInterrupt, SystemExit):
-        raise  # an interrupted run is not a result: nothing is stored for it
-    except Exception as err:  # noqa: BLE001 - any failure of one run is recorded and the matrix goes on
-        record = {**_base_record(config), "status": "failed", "error": f"{type(err).__name__}: {err}",
-                  "finished_at": _now()}
-        record["config"]["traceback"] = traceback.format_exc(limit=-8)
+    `store_row` False: another process of the same run stores it (DDP ranks under srun).
+
+    The run is claimed first (`bench.claims`): while another live process holds it, nothing is
+    done and the record's status is `running elsewhere` (with the holder); a run that another
+    process finished meanwhile gives `already done`. Neither is stored."""
+    claim = None
     if store_row:
-        ResultsStore(out, store_name).save(record)
-        finish_checkpoints(out / "runs" / config.run_id, keep_checkpoints)  # after the row: a kill here loses nothing
-    return record
+        claim, holder = claim_run(out / "runs" / config.run_id)
+        if claim is None:
+            return {"status": "running elsewhere", "holder": holder}
+    try:
+        if store_row and stored_statuses(out).get(config.run_id) in DONE:
+            return {"status": "already done"}
+        try:
+            if store_row:
+                ensure_baselines(config, out, data_dir, download, store_name)
+            record = execute(config, out, data_dir, use_wandb, progress, download)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # an interrupted run is not a result: nothing is stored for it
+        except Exception as err:  # noqa: BLE001 - any failure of one run is recorded and the matrix goes on
+            record = {**_base_record(config), "status": "failed", "error": f"{type(err).__name__}: {err}",
+                      "finished_at": _now()}
+            record["config"]["traceback"] = traceback.format_exc(limit=-8)
+        if store_row:
+            ResultsStore(out, store_name).save(record)
+            finish_checkpoints(out / "runs" / config.run_id, keep_checkpoints)  # after the row: a kill here loses nothing
+        return record
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 def _run_and_store_packed(args: tuple) -> tuple[RunConfig, dict[str, Any]]:
@@ -401,6 +419,10 @@ def _worker_init(slots, accelerator: str, threads: int, share: dict[int, int]) -
     CPU threads."""
     global _device_share
     quiet_libraries()
+    # the parent handles Ctrl-C (it reaches the whole process group) and ends the pool; a worker dies
+    # with its parent, also one killed outright
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
     slot = slots.get()
     if accelerator == "cuda":
         torch.cuda.set_device(slot)
@@ -419,7 +441,7 @@ def run_matrix(
     each with an equal share of the threads. For runs too small to fill a device alone.
     """
     store = ResultsStore(out)
-    counts = {"ok": 0, "failed": 0, "skipped": 0, "already done": 0}
+    counts = {"ok": 0, "failed": 0, "skipped": 0, "already done": 0, "running elsewhere": 0}
     pending = []
     for config in configs:
         if store.done(config.run_id):

@@ -55,7 +55,7 @@ def array_task(config, out: Path, data_dir, use_wandb: bool, download: bool, kee
     job = submitit.JobEnvironment()
     record = run_and_store(config, out, data_dir, use_wandb, False, download, keep_checkpoints,
                            store_name=shard_name(job.job_id), store_row=os.environ.get("SLURM_PROCID", "0") == "0")
-    return {"run_id": record["run_id"], "status": record["status"]}
+    return {"run_id": config.run_id, "status": record["status"]}
 
 
 def submit(configs: list, out: Path, data_dir, use_wandb: bool, download: bool, keep_checkpoints: str,

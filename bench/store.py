@@ -147,6 +147,11 @@ DONE = ("ok", "skipped")  # a re-run skips these; failed runs are tried again
 
 SCHEMA_VERSION = 2  # SQLite's user_version: 1 and 0 are stores of earlier rnnbench versions, upgraded on opening
 SQLITE_HEADER = b"SQLite format 3\x00"
+# SQLite's application_id (the header's bytes 68-71) of every store rnnbench writes: "RNNB". A store
+# of an older rnnbench has 0 there and is known by its runs table's columns instead.
+APPLICATION_ID = 0x524E4E42
+# the columns every rnnbench store's runs table has had (the first schema's NOT NULL ones)
+REQUIRED = {"runs": ("run_id", "task", "task_version", "cell", "seed", "budget", "status")}
 
 
 class StoreError(Exception):
@@ -185,8 +190,29 @@ def check_store(path: Path) -> None:
     try:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            application = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = {name: {row[1] for row in db.execute(f"PRAGMA table_info('{name}')")}
+                      for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as err:
         raise StoreError(f"results store {path}: cannot be read as a SQLite database ({err})") from None
+    if application not in (0, APPLICATION_ID):
+        raise StoreError(f"results store {path}: a SQLite database of another program (application_id "
+                         f"{application:#x}, not rnnbench's {APPLICATION_ID:#x}); nothing was changed: move it away, "
+                         "or choose another --out")
+    if application == 0 and tables:
+        if "runs" not in tables:
+            raise StoreError(f"results store {path}: not an rnnbench store (it holds the tables "
+                             f"{', '.join(sorted(tables))}, no table runs); nothing was changed: move it away, "
+                             "or choose another --out")
+        foreign = sorted(set(tables) - set(TABLES))
+        if foreign:
+            raise StoreError(f"results store {path}: not an rnnbench store (it also holds the tables "
+                             f"{', '.join(foreign)}); nothing was changed: move it away, or choose another --out")
+    for table, columns in REQUIRED.items():
+        missing = [c for c in columns if table in tables and c not in tables[table]]
+        if missing:
+            raise StoreError(f"results store {path}: its table {table} lacks the columns {', '.join(missing)}, "
+                             "which every rnnbench store has; nothing was changed: move it away, or choose another --out")
     if version > SCHEMA_VERSION:
         raise StoreError(f"results store {path}: written by a newer rnnbench (store schema {version}; this "
                          f"rnnbench reads up to {SCHEMA_VERSION}): upgrade rnnbench, or choose another --out")
@@ -196,8 +222,16 @@ class ResultsStore:
     """The store in OUT; opening it checks OUT and the file first (`StoreError`, nothing changed),
     creates what is missing and upgrades a store of an older rnnbench."""
 
-    def __init__(self, out: str | Path, name: str = "results.sqlite"):
+    def __init__(self, out: str | Path, name: str = "results.sqlite", readonly: bool = False):
+        """`readonly`: for commands that only read (report, export, status): OUT must exist, and
+        nothing is created, upgraded or written."""
         self.path = Path(out) / name  # another name: a shard, e.g. shards/<job>_<task>.sqlite under SLURM
+        self.readonly = readonly
+        if readonly:
+            if not Path(out).is_dir():
+                raise StoreError(f"output folder {out}: " + ("exists and is not a folder" if Path(out).exists() else "does not exist"))
+            check_store(self.path)
+            return
         check_out(self.path.parent)
         check_store(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,11 +250,16 @@ class ResultsStore:
                 db.execute("UPDATE runs SET configuration_id = ? WHERE run_id = ?",
                            (configuration_id(json.loads(config), device), run_id))
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
     def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60)
         return sqlite3.connect(self.path, timeout=60)
 
     def done(self, run_id: str) -> bool:
+        if not self.path.exists():
+            return False
         with closing(self._connect()) as db:
             row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return row is not None and row[0] in DONE
@@ -239,7 +278,15 @@ class ResultsStore:
         names = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         with closing(self._connect()) as db, db:  # one transaction: all of the row or none
-            db.execute(f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({marks})", tuple(values.values()))
+            if table == "runs":  # a finished run's row is final: a later failure of it never replaces it
+                key = PRIMARY_KEYS[table]
+                # every column, those the record leaves out too (excluded.<column> is then NULL), as a replace would
+                updates = ", ".join(f"{k} = excluded.{k}" for k in TABLES[table] if k != key)
+                done = ", ".join(f"'{s}'" for s in DONE)
+                db.execute(f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates} "
+                           f"WHERE {table}.status NOT IN ({done})", tuple(values.values()))
+            else:
+                db.execute(f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({marks})", tuple(values.values()))
 
     def rows(self, table: str = "runs") -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -247,8 +294,13 @@ class ResultsStore:
         order = {"runs": "task, cell, seed, started_at", "speed": "measured_at, rowid",
                  "baselines": "task, budget, computed_at, rowid"}[table]
         with closing(self._connect()) as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is None:
+                return []  # read-only, a store of an older rnnbench without this table
             db.row_factory = sqlite3.Row
-            rows = [dict(r) for r in db.execute(f"SELECT * FROM {table} ORDER BY {order}")]
+            have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            order = ", ".join(k for k in order.split(", ") if k in have) or "rowid"
+            # a store of an older rnnbench opened read-only: the columns it lacks read as empty
+            rows = [{**dict.fromkeys(TABLES[table]), **dict(r)} for r in db.execute(f"SELECT * FROM {table} ORDER BY {order}")]
         for row in rows:
             for key in JSON_COLUMNS:
                 if row.get(key):
@@ -278,7 +330,7 @@ def merge_shards(out: str | Path) -> dict[str, int]:
     have = {table: {row[key]: row for row in store.rows(table)} for table, key in PRIMARY_KEYS.items()}
     for shard in shards:
         check_store(shard)
-        part = ResultsStore(out, str(shard.relative_to(out)))
+        part = ResultsStore(out, str(shard.relative_to(out)), readonly=True)
         for table, key in PRIMARY_KEYS.items():
             for row in part.rows(table):
                 old = have[table].get(row[key])

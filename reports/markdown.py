@@ -429,7 +429,7 @@ def render(rows: list[dict[str, Any]], plots: dict[str, list[tuple[str, str]]] |
         out += ["## Failed and skipped runs", "",
                 markdown_table(["task", "cell", "seed", "budget", "status", "error"],
                                [[r["task"], r["cell"], r["seed"], r["budget"], r["status"],
-                                 (r["error"] or "").splitlines()[0][:200]] for r in failed]), ""]
+                                 ((r["error"] or "").splitlines() or ["-"])[0][:200]] for r in failed]), ""]
     out += ["## Environment", ""]
     envs = defaultdict(list)
     for r in rows:

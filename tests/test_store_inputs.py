@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.store import SCHEMA_VERSION, ResultsStore
+from bench.store import APPLICATION_ID, SCHEMA_VERSION, ResultsStore
 
 runner = CliRunner()
 COMMANDS = {  # each command that opens OUT, with what it needs besides --out
@@ -42,8 +42,7 @@ def test_out_that_is_a_file(command, tmp_path):
     before = snapshot(tmp_path)
     result = invoke(command, out)
     assert result.exit_code == 2, result.output
-    expected = "exists and is not a folder" if command in ("run", "speed") else "no results store"
-    assert str(out) in result.output and expected in result.output
+    assert str(out) in result.output and "exists and is not a folder" in result.output
     assert snapshot(tmp_path) == before
 
 
@@ -101,8 +100,53 @@ def test_seed_outside_what_the_libraries_accept(seed, tmp_path):
 
 def test_an_older_store_is_upgraded_and_marked(tmp_path):
     with sqlite3.connect(tmp_path / "results.sqlite") as db:
-        db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, task TEXT, status TEXT)")
+        db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, task TEXT, task_version INTEGER, cell TEXT, "
+                   "seed INTEGER, budget TEXT, status TEXT)")
     ResultsStore(tmp_path)
     with sqlite3.connect(tmp_path / "results.sqlite") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert "precision" in {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+        assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+FOREIGN = {  # a database that is not rnnbench's, and the words that say why
+    "another program's mark": (["CREATE TABLE runs (run_id TEXT)", "PRAGMA application_id = 1234"],
+                               "a SQLite database of another program (application_id 0x4d2"),
+    "other tables": (["CREATE TABLE invoices (id INTEGER, total REAL)"], "no table runs"),
+    "a runs table beside others": (["CREATE TABLE runs (run_id TEXT)", "CREATE TABLE users (name TEXT)"],
+                                   "it also holds the tables users"),
+    "runs without its columns": (["CREATE TABLE runs (run_id TEXT PRIMARY KEY, score REAL)"],
+                                 "its table runs lacks the columns task, task_version, cell, seed, budget, status"),
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("kind", list(FOREIGN))
+def test_a_database_that_is_not_rnnbenchs_is_refused_and_left_as_it_was(command, kind, tmp_path):
+    statements, why = FOREIGN[kind]
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        for statement in statements:
+            db.execute(statement)
+    before = snapshot(tmp_path)
+    result = invoke(command, tmp_path)
+    assert result.exit_code == 2, result.output
+    text = result.output.replace("\n", "")
+    assert f"results store {tmp_path / 'results.sqlite'}: " in text and why in text and "nothing was changed" in text
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["report", "export", "status", "merge"])
+def test_a_reading_command_writes_nothing_to_the_store_and_wants_an_existing_folder(command, tmp_path):
+    missing = tmp_path / "nowhere"
+    result = runner.invoke(app, [command, "--out", str(missing)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and f"output folder {missing}: does not exist" in result.output, result.output
+    assert not missing.exists()
+    # a store of an older rnnbench (no mark, fewer columns): read as it is, not upgraded
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, task TEXT, task_version INTEGER, cell TEXT, "
+                   "seed INTEGER, budget TEXT, status TEXT)")
+        db.execute("INSERT INTO runs VALUES ('r', 'adding', 1, 'gru_fused', 0, 'smoke', 'failed')")
+    store = (tmp_path / "results.sqlite").read_bytes()
+    result = runner.invoke(app, [command, "--out", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "results.sqlite").read_bytes() == store, f"{command} changed the store"
