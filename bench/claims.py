@@ -102,8 +102,12 @@ def _create(path: Path) -> Claim | None:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return None
-    with os.fdopen(fd, "w") as f:
-        json.dump(holder, f)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(holder, f)
+    except OSError as err:
+        path.unlink(missing_ok=True)  # no half claim: a full disk must not hold the run for STALE_AFTER_S
+        raise OSError(err.errno, err.strerror, str(path)) from err
     return Claim(path, holder)
 
 

@@ -13,6 +13,7 @@ Examples:
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -184,6 +185,7 @@ def run(
     array_parallelism: Annotated[int, typer.Option(help="SLURM: array tasks running at once.")] = 256,
     slurm_option: Annotated[Optional[list[str]], typer.Option(help="SLURM: KEY=VALUE passed to sbatch as --KEY=VALUE (e.g. account=proj, qos=high); repeatable.")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="SLURM: wait for the array to finish, then merge and report.")] = False,
+    memory_guard: Annotated[bool, typer.Option("--memory-guard/--no-memory-guard", help="Refuse a run whose weights, gradients and optimiser state exceed the memory available, and stop one that drives the machine's available memory under 5 % (stored as failed, with the figures).")] = True,
     keep_checkpoints: Annotated[KeepCheckpoints, typer.Option(help="What a finished run keeps under OUT/runs/<run_id>/checkpoints: none, best (the tested weights) or last (the full state of the last epoch). Unfinished runs keep their resume checkpoint.")] = KeepCheckpoints.none,
 ) -> None:
     """Train and test every combination of --task x --cell x --seed; store and report the results.
@@ -195,6 +197,9 @@ def run(
     """
     from bench.runner import expand, run_matrix
     from reports.markdown import write_report
+
+    if not memory_guard:  # in the environment: --parallel workers and SLURM's array tasks read it too
+        os.environ["RNNBENCH_NO_MEMORY_GUARD"] = "1"
 
     options = []
     for text in task_option or []:
@@ -564,6 +569,17 @@ def export(
 
 def main() -> None:
     from bench.quiet import quiet_libraries
+    from bench.store import disk_full_paths, no_space
 
     quiet_libraries()
-    app()
+    try:
+        app()
+    except Exception as err:  # noqa: BLE001 - a full disk is the user's to fix, not a traceback to read
+        if not no_space(err):
+            raise
+        paths = disk_full_paths(err)
+        where = f" while writing {paths[0]}" + (f" (then {', '.join(paths[1:])})" if paths[1:] else "") if paths else ""
+        errors.print(f"[bold red]error:[/] no space left on the device{where}"
+                     + f" ({type(err).__name__}); free some space and run the same command again: finished runs "
+                     "are stored, an interrupted one resumes from its last checkpoint", highlight=False)
+        sys.exit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -21,12 +22,14 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bench.environment import device_name, environment, git_revision
 from bench.quiet import quiet_libraries
+from bench.memory import MemoryWatch, check_fits
+from bench.memory import enabled as memory_guard
 from bench.measure import CURVE_KEY, MEMORY_KIND, Measure, RandomStates, curve_rows
 from bench.module import BenchModule
 from bench.precision import lightning_precision, resolve_precision
 from bench.claims import claim_run
 from bench.signals import die_with_parent
-from bench.store import DONE, ResultsStore, configuration_id, content_hash, stored_statuses
+from bench.store import DONE, ResultsStore, no_space, configuration_id, content_hash, stored_statuses
 from cells import CELLS
 from tasks import BUDGETS, TASKS, ModelConfig
 from tasks.base import initialise_cells
@@ -222,8 +225,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         partial = Path(f"{path}.partial")
-        super().save_checkpoint(checkpoint, partial, storage_options)
-        os.replace(partial, path)
+        try:
+            super().save_checkpoint(checkpoint, partial, storage_options)
+            os.replace(partial, path)
+        except BaseException as err:
+            partial.unlink(missing_ok=True)  # a full disk leaves no half checkpoint behind
+            if no_space(err):
+                raise OSError(errno.ENOSPC, "no space left on the device", str(path)) from err
+            raise
 
 
 def under_srun(tasks: int) -> bool:
@@ -276,6 +285,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
     datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download, run_dir=run_dir)
     datamodule.prepare_data()  # here, before the network: a task may size its network by the data
     network = config.network(task, datamodule)
+    check_fits(network, budget.optimizer, config.resolved_accelerator())
     module = BenchModule(network, task, budget, config=record["config"], precision=record["precision"])
 
     monitor = f"val/{task.primary_metric}"
@@ -286,6 +296,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
     last = ModelCheckpoint(dirpath=run_dir / "resume", filename="last", monitor=None, save_top_k=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
     measure = Measure(monitor=monitor, mode=mode)
+    watch = [MemoryWatch()] if memory_guard() and config.resolved_accelerator() == "cpu" else []
     logger = False
     if use_wandb:
         from lightning.pytorch.loggers import WandbLogger
@@ -309,7 +320,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
         limit_train_batches=budget.train_batches, limit_val_batches=budget.val_batches,
         limit_test_batches=budget.test_batches,
         num_sanity_val_steps=0, log_every_n_steps=10,  # clipping: BenchModule.on_before_optimizer_step
-        logger=logger, callbacks=[checkpoint, last, measure, RandomStates()], enable_progress_bar=progress,
+        logger=logger, callbacks=[checkpoint, last, measure, RandomStates(), *watch], enable_progress_bar=progress,
         enable_model_summary=False, default_root_dir=run_dir, plugins=[AtomicCheckpointIO()],
     )
     initial_gradients = task.state_gradients(network, datamodule)  # None for a task that does not record them

@@ -8,6 +8,7 @@ README ("Results store"); a test keeps the two in step.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import sqlite3
@@ -158,6 +159,38 @@ class StoreError(Exception):
     """The output folder or its results store cannot be used; the message names the path and why."""
 
 
+def no_space(err: BaseException | None) -> bool:
+    """Whether the error, or one it was raised from, is a full disk (or a quota)."""
+    seen = 0
+    while err is not None and seen < 20:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(err).lower()
+        if "database or disk is full" in text or "no space left" in text:
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def disk_full_paths(err: BaseException | None) -> list[str]:
+    """The files being written when the disk filled, where the errors say them, the first one first
+    (a checkpoint that failed, then the store that could not record the failure)."""
+    paths: list[str] = []
+    while err is not None and len(paths) < 20:
+        path = err.filename if isinstance(err, OSError) else getattr(err, "path", None)
+        if path and str(path) not in paths:
+            paths.append(str(path))
+        err = err.__cause__ or err.__context__
+    return paths[::-1]
+
+
+def _full(path: Path, err: sqlite3.OperationalError) -> StoreError:
+    error = StoreError(f"results store {path}: no space left on the device; nothing was written and the store "
+                       "is intact")
+    error.path = path
+    return error
+
+
 def check_out(out: Path, must_exist: bool = False) -> None:
     """That OUT can hold the store: a folder (or creatable as one) that this process may write in.
     Changes nothing on disk (a probe file is created and removed at once)."""
@@ -200,10 +233,10 @@ def check_store(path: Path) -> None:
                          f"{application:#x}, not rnnbench's {APPLICATION_ID:#x}); nothing was changed: move it away, "
                          "or choose another --out")
     if application == 0 and tables:
-        if "runs" not in tables:
+        if not set(tables) & set(TABLES):
             raise StoreError(f"results store {path}: not an rnnbench store (it holds the tables "
-                             f"{', '.join(sorted(tables))}, no table runs); nothing was changed: move it away, "
-                             "or choose another --out")
+                             f"{', '.join(sorted(tables))}, none of rnnbench's {', '.join(TABLES)}); nothing was "
+                             "changed: move it away, or choose another --out")
         foreign = sorted(set(tables) - set(TABLES))
         if foreign:
             raise StoreError(f"results store {path}: not an rnnbench store (it also holds the tables "
@@ -235,6 +268,34 @@ class ResultsStore:
         check_out(self.path.parent)
         check_store(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
+        try:
+            self._create()
+        except sqlite3.OperationalError as err:
+            if new and self.path.is_file() and self.path.stat().st_size == 0:
+                self.path.unlink()  # the empty file SQLite opened: no store was made
+            if no_space(err):
+                raise _full(self.path, err) from err
+            raise
+
+    def _current(self) -> bool:
+        """Whether the store already has this rnnbench's schema and mark: then opening writes nothing
+        (which a full disk would refuse)."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return False
+        with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION or \
+                    db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                return False
+            for table, spec in TABLES.items():
+                if set(spec) - {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    return False
+            return db.execute("SELECT 1 FROM runs WHERE configuration_id IS NULL AND config IS NOT NULL "
+                              "LIMIT 1").fetchone() is None
+
+    def _create(self) -> None:
+        if self._current():
+            return
         with closing(self._connect()) as db, db:
             for table, spec in TABLES.items():
                 columns = ", ".join(f"{name} {kind}" for name, kind in spec.items())
@@ -275,6 +336,14 @@ class ResultsStore:
             raise ValueError(f"unknown {table} columns: {sorted(unknown)}")
         values = {k: json.dumps(v, sort_keys=True, default=str) if k in JSON_COLUMNS and v is not None else v
                   for k, v in record.items()}
+        try:
+            self._save(table, values)
+        except sqlite3.OperationalError as err:
+            if no_space(err):  # SQLite rolled the row back: the store is as it was
+                raise _full(self.path, err) from err
+            raise
+
+    def _save(self, table: str, values: dict[str, Any]) -> None:
         names = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         with closing(self._connect()) as db, db:  # one transaction: all of the row or none

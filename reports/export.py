@@ -43,18 +43,23 @@ def grouped_rows(rows: list[dict[str, Any]], targets: dict[str, float] | None = 
 
 def _write(rows: list[dict[str, Any]], path: Path, fmt: str) -> Path:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    if fmt == "json":
-        tmp.write_text(json.dumps(rows, indent=1, default=str))
-    else:
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, columns)
-            writer.writeheader()
-            for r in rows:  # nested values (metrics, config, curve, lists) as JSON text
-                writer.writerow({k: json.dumps(v, sort_keys=True, default=str)
-                                 if isinstance(v, (dict, list)) or (k in JSON_COLUMNS and v is not None) else v
-                                 for k, v in r.items()})
-    tmp.replace(path)
+    try:
+        if fmt == "json":
+            tmp.write_text(json.dumps(rows, indent=1, default=str))
+        else:
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, columns)
+                writer.writeheader()
+                for r in rows:  # nested values (metrics, config, curve, lists) as JSON text
+                    writer.writerow({k: json.dumps(v, sort_keys=True, default=str)
+                                     if isinstance(v, (dict, list)) or (k in JSON_COLUMNS and v is not None) else v
+                                     for k, v in r.items()})
+        tmp.replace(path)
+    except OSError as err:  # a failed write does not say which file
+        raise OSError(err.errno, err.strerror, str(path)) from err
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half file
     return path
 
 

@@ -21,6 +21,14 @@ def save(fig, path: Path, pad: float = 1.08) -> Path:
     write it to `path` (its folder made if missing) and close it."""
     fig.tight_layout(pad=pad)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    pyplot().close(fig)
+    # written beside it and renamed: a full disk or a kill leaves the old picture or none, never half of one
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        fig.savefig(partial, format=path.suffix.lstrip(".") or "png")
+        partial.replace(path)
+    except OSError as err:  # matplotlib's error does not say which file
+        raise OSError(err.errno, err.strerror, str(path)) from err
+    finally:
+        partial.unlink(missing_ok=True)
+        pyplot().close(fig)
     return path

@@ -551,6 +551,11 @@ def write_report(rows: list[dict[str, Any]], out: Path, speed_rows: list[dict[st
                                 "after training"))
     path = out / "report.md"
     tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(render(rows, plots, speed_rows, baseline_rows, targets))
-    tmp.replace(path)
+    try:
+        tmp.write_text(render(rows, plots, speed_rows, baseline_rows, targets))
+        tmp.replace(path)
+    except OSError as err:  # a failed write does not say which file
+        raise OSError(err.errno, err.strerror, str(path)) from err
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

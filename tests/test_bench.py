@@ -169,7 +169,7 @@ def test_cli_errors_name_the_input(tmp_path):
     result = invoke("run", "--task", "adding", "-o", "length=1", "--out", str(tmp_path))
     assert result.exit_code == 2 and "length=1" in result.output and "at least 2" in result.output
     result = invoke("report", "--out", str(tmp_path / "nothing"))
-    assert result.exit_code == 2 and "no results store" in result.output
+    assert result.exit_code == 2 and "nothing: does not exist" in result.output
     result = invoke("report", "--out", str(tmp_path), "--target", "mnist-row")
     assert result.exit_code == 2 and "expected TASK=VALUE" in result.output
     result = invoke("report", "--out", str(tmp_path), "--target", "mnist-rwo=97")

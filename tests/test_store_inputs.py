@@ -112,7 +112,7 @@ def test_an_older_store_is_upgraded_and_marked(tmp_path):
 FOREIGN = {  # a database that is not rnnbench's, and the words that say why
     "another program's mark": (["CREATE TABLE runs (run_id TEXT)", "PRAGMA application_id = 1234"],
                                "a SQLite database of another program (application_id 0x4d2"),
-    "other tables": (["CREATE TABLE invoices (id INTEGER, total REAL)"], "no table runs"),
+    "other tables": (["CREATE TABLE invoices (id INTEGER, total REAL)"], "none of rnnbench's runs, speed, baselines"),
     "a runs table beside others": (["CREATE TABLE runs (run_id TEXT)", "CREATE TABLE users (name TEXT)"],
                                    "it also holds the tables users"),
     "runs without its columns": (["CREATE TABLE runs (run_id TEXT PRIMARY KEY, score REAL)"],
