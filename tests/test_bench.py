@@ -179,7 +179,7 @@ def test_cli_errors_name_the_input(tmp_path):
     result = invoke("export", "--out", str(tmp_path), "--format", "xlsx")
     assert result.exit_code == 2 and "xlsx" in result.output
     result = invoke("export", "--out", str(tmp_path / "nothing"))
-    assert result.exit_code == 2 and "no results store" in result.output
+    assert result.exit_code == 2 and "nothing: does not exist" in result.output
     result = invoke("run", "--task", "translation-de-en-attention", "-o", "score=dot", "--out", str(tmp_path))
     assert result.exit_code == 2 and "score='dot'" in result.output and "general, additive" in result.output
     ResultsStore(tmp_path / "store")
