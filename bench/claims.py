@@ -8,6 +8,10 @@ while that process exists (its pid and start time match); from another host, whi
 heartbeat is younger than `STALE_AFTER_S`. A process that finds a dead holder's claim takes it
 over: it renames the claim to a name of its own (one rename wins), checks that what it renamed
 is the claim it judged dead (or puts it back), and creates its own.
+
+Under SLURM the claim also names the job and its attempt (SLURM_JOB_ID, SLURM_RESTART_COUNT): a
+requeued job's earlier attempt is over, so its claim is dead at once, from any host, rather than
+after `STALE_AFTER_S` (long enough for the requeued task to skip its own run).
 """
 
 from __future__ import annotations
@@ -36,9 +40,24 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5), counted after the command name
 
 
+def _slurm_attempt() -> tuple[str, int] | None:
+    """(job id, restart count) of the SLURM job this process runs in, None outside SLURM."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        return job, int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    except ValueError:
+        return job, 0
+
+
 def _holder() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
-            "token": uuid.uuid4().hex, "since": time.time()}
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+              "token": uuid.uuid4().hex, "since": time.time()}
+    attempt = _slurm_attempt()
+    if attempt is not None:
+        holder["slurm_job"], holder["slurm_restart"] = attempt
+    return holder
 
 
 def read_claim(path: Path) -> dict[str, Any] | None:
@@ -61,6 +80,10 @@ def read_claim(path: Path) -> dict[str, Any] | None:
 def is_live(holder: dict[str, Any], now: float | None = None) -> bool:
     """Whether the claim's holder still runs (module docstring)."""
     now = time.time() if now is None else now
+    attempt = _slurm_attempt()
+    if (attempt is not None and holder.get("slurm_job") == attempt[0] and isinstance(holder.get("slurm_restart"), int)
+            and holder["slurm_restart"] < attempt[1]):
+        return False  # an earlier attempt of this requeued job
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
         start = _process_start(holder["pid"])
         if start is None:

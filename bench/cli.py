@@ -183,6 +183,7 @@ def run(
     gpus_per_run: Annotated[int, typer.Option(help="SLURM: GPUs per run (with --devices N: give N).")] = 0,
     cpus_per_run: Annotated[int, typer.Option(help="SLURM: CPUs per run (per device with --devices).")] = 2,
     array_parallelism: Annotated[int, typer.Option(help="SLURM: array tasks running at once.")] = 256,
+    requeues: Annotated[int, typer.Option(help="SLURM: how often a run at its time limit is requeued to go on from its last epoch (pre-emption requeues without limit).")] = 3,
     slurm_option: Annotated[Optional[list[str]], typer.Option(help="SLURM: KEY=VALUE passed to sbatch as --KEY=VALUE (e.g. account=proj, qos=high); repeatable.")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="SLURM: wait for the array to finish, then merge and report.")] = False,
     memory_guard: Annotated[bool, typer.Option("--memory-guard/--no-memory-guard", help="Refuse a run whose weights, gradients and optimiser state exceed the memory available, and stop one that drives the machine's available memory under 5 % (stored as failed, with the figures).")] = True,
@@ -230,7 +231,7 @@ def run(
     if launcher == Launcher.slurm:
         slurm_matrix(configs, out, data_dir, wandb, download, keep_checkpoints.value, wait, partition=partition,
                      time_min=time_min, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
-                     array_parallelism=array_parallelism, options=slurm_option or [])
+                     array_parallelism=array_parallelism, requeues=requeues, options=slurm_option or [])
         return
     total = len(configs)
     position = {c.run_id: i + 1 for i, c in enumerate(configs)}
@@ -257,7 +258,9 @@ def run(
             console.print(
                 f"{where}: [green]ok[/] {record['metric_name']}={record['metric_value']:.4f} "
                 f"({record['train_seconds']:.1f} s, {record['step_ms_median']:.1f} ms/step"
-                + (f", resumed {record['resumed']}x" if record.get("resumed") else "") + ")", highlight=False)
+                + (f", resumed {record['resumed']}x" if record.get("resumed") else "")
+                + (", started afresh: its resume checkpoint was unreadable"
+                   if (record.get("config") or {}).get("resume_set_aside") else "") + ")", highlight=False)
         else:
             console.print(f"{where}: [red]{event}[/] {record['error']}", highlight=False)
 
@@ -308,8 +311,9 @@ def slurm_matrix(configs, out: Path, data_dir, use_wandb: bool, download: bool, 
     for name in ("time_min", "cpus_per_run", "array_parallelism"):
         if settings[name] < 1:
             raise fail(f"--{name.replace('_', '-')} must be a positive integer, got {settings[name]}")
-    if settings["gpus_per_run"] < 0:
-        raise fail(f"--gpus-per-run must be >= 0, got {settings['gpus_per_run']}")
+    for name in ("gpus_per_run", "requeues"):
+        if settings[name] < 0:
+            raise fail(f"--{name.replace('_', '-')} must be >= 0, got {settings[name]}")
     if shutil.which("sbatch") is None:
         raise fail("--launcher slurm needs SLURM's sbatch on this machine's PATH (a cluster's login node)")
     done = stored_statuses(out)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -240,15 +241,49 @@ def under_srun(tasks: int) -> bool:
     return os.environ.get("SLURM_NTASKS") == str(tasks) and "SLURM_PROCID" in os.environ
 
 
-def resume_state(run_dir: Path) -> tuple[Path | None, dict[str, Any]]:
+def readable_checkpoint(path: Path) -> str | None:
+    """None when `path` loads as a checkpoint, else why not (a truncated or damaged file, one that
+    is not a checkpoint): found before training, not as torch's "internal miniz error" after the
+    data and network were built."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any failure to load is an unreadable checkpoint
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
+    if not isinstance(state, dict) or "state_dict" not in state or "loops" not in state:
+        return "not a full Lightning checkpoint (no state_dict or loop state)"
+    return None
+
+
+def resume_state(run_dir: Path, warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+                 ) -> tuple[Path | None, dict[str, Any]]:
     """The checkpoint to resume from (None: start afresh) and the run's resume record
     (`resumed`: how many times it resumed; `wandb_id`: one W&B run across the resumes), updated
-    and written for this start."""
+    and written for this start.
+
+    A resume checkpoint that cannot be read is moved aside to `run_dir/last.ckpt.unreadable-<time>`
+    (kept for a post-mortem, not removed when the run ends), `warn` names it and why, and the run
+    starts afresh: its epochs are lost either way, and failing would leave the matrix stuck on it.
+    The record keeps the path (`set_aside`). A damaged run.json is read as none (a fresh W&B id)."""
     folder = run_dir / "resume"
     last, saved = folder / "last.ckpt", folder / "run.json"
-    state = json.loads(saved.read_text()) if last.is_file() and saved.is_file() else {}
-    state = {"resumed": state.get("resumed", -1) + 1 if last.is_file() else 0,
-             "wandb_id": state.get("wandb_id") or uuid.uuid4().hex[:12]}
+    try:
+        state = json.loads(saved.read_text()) if last.is_file() and saved.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        state = {}
+    state_read = state = state if isinstance(state, dict) else {}
+    set_aside = None
+    why = readable_checkpoint(last) if last.is_file() else None
+    if why is not None:
+        set_aside = run_dir / f"last.ckpt.unreadable-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        os.replace(last, set_aside)
+        warn(f"the resume checkpoint {last} cannot be read ({why}): set aside as {set_aside.name}; "
+             "the run starts afresh")
+    resumed = state.get("resumed", -1)
+    state = {"resumed": resumed + 1 if last.is_file() and isinstance(resumed, int) else 0,
+             "wandb_id": state.get("wandb_id") if isinstance(state.get("wandb_id"), str) else uuid.uuid4().hex[:12]}
+    earlier = state_read.get("set_aside") if last.is_file() else None  # kept across later resumes
+    if set_aside is not None or isinstance(earlier, str):
+        state["set_aside"] = str(set_aside or earlier)
     folder.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(state))
     return (last if last.is_file() else None), state
@@ -369,6 +404,8 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
             "samples": initial_gradients["samples"], "of": "the top layer's forward direction"},
         finished_at=_now(),
     )
+    if "set_aside" in resume:
+        record["config"]["resume_set_aside"] = resume["set_aside"]
     return record
 
 

@@ -9,6 +9,13 @@ array task per run), and each task writes its own shard of the store, which `mer
 SQLite's locking is not reliable on network file systems, so no two processes write one file:
 array task <job>_<index> writes `OUT/shards/<job>_<index>.sqlite` only. Checkpoints (and so
 resuming) work as locally: a requeued or re-submitted run goes on from its last epoch.
+
+A task at its time limit or pre-empted is requeued by submitit's checkpointing: the array task is
+a `submitit.helpers.Checkpointable`, SLURM signals it (USR2) `signal_delay_s(time_min)` seconds
+before the limit, submitit requeues the same task with the same arguments (`requeues` times for
+time limits, three by default; without limit for pre-emption) and exits, and the requeued task resumes the run from
+its last epoch's checkpoint. The claim of the dead attempt is taken over at once (`bench.claims`
+knows the attempts of one SLURM job for one holder).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+import submitit
 
 SHARDS = "shards"
 JOBS = Path("slurm") / "jobs.json"  # run_id -> SLURM job id of its array task, for `status` and `--wait`
@@ -33,6 +42,7 @@ class SlurmOptions:
     gpus_per_run: int = 0
     cpus_per_run: int = 2
     array_parallelism: int = 256  # array tasks running at once
+    requeues: int = 3  # at the time limit (submitit's default); pre-emption requeues without limit
     extra: tuple[tuple[str, str], ...] = ()
 
 
@@ -40,35 +50,43 @@ def shard_name(job_id: str) -> str:
     return f"{SHARDS}/{job_id.replace('/', '_')}.sqlite"
 
 
-def array_task(config, out: Path, data_dir, use_wandb: bool, download: bool, keep_checkpoints: str) -> dict[str, Any]:
-    """One array task: train and test one run and store it in this task's shard. Under `--devices N`
-    SLURM starts N tasks of it (srun); Lightning's SLURM environment makes them one DDP run, and the
-    first stores it."""
-    import os
+def signal_delay_s(time_min: int) -> int:
+    """Seconds before the time limit at which SLURM warns a task: submitit's 90, or a quarter of a
+    shorter limit (a task warned at its start would requeue itself before any epoch ended).
+    SLURM may send it up to a minute early."""
+    return min(90, 15 * time_min)
 
-    import submitit
 
-    from bench.quiet import quiet_libraries
-    from bench.runner import run_and_store
+class ArrayTask(submitit.helpers.Checkpointable):
+    """One array task: train and test one run and store it in this task's shard. Under
+    `--devices N` SLURM starts N tasks of it (srun); Lightning's SLURM environment makes them one
+    DDP run, and the first stores it. Checkpointable: requeued with the same arguments (its
+    `checkpoint` is submitit's), it resumes the run from its last epoch."""
 
-    quiet_libraries()
-    job = submitit.JobEnvironment()
-    record = run_and_store(config, out, data_dir, use_wandb, False, download, keep_checkpoints,
-                           store_name=shard_name(job.job_id), store_row=os.environ.get("SLURM_PROCID", "0") == "0")
-    return {"run_id": config.run_id, "status": record["status"]}
+    def __call__(self, config, out: Path, data_dir, use_wandb: bool, download: bool,
+                 keep_checkpoints: str) -> dict[str, Any]:
+        import os
+
+        from bench.quiet import quiet_libraries
+        from bench.runner import run_and_store
+
+        quiet_libraries()
+        job = submitit.JobEnvironment()
+        record = run_and_store(config, out, data_dir, use_wandb, False, download, keep_checkpoints,
+                               store_name=shard_name(job.job_id), store_row=os.environ.get("SLURM_PROCID", "0") == "0")
+        return {"run_id": config.run_id, "status": record["status"]}
 
 
 def submit(configs: list, out: Path, data_dir, use_wandb: bool, download: bool, keep_checkpoints: str,
            options: SlurmOptions) -> str:
     """Submit the runs as one job array; return its job id. The array tasks' job ids are kept in
     OUT/slurm/jobs.json."""
-    import submitit
 
-    executor = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster="slurm")
+    executor = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster="slurm", slurm_max_num_timeout=options.requeues)
     devices, nodes = max(c.devices for c in configs), max(c.nodes for c in configs)
     parameters: dict[str, Any] = {
         "name": "rnnbench", "timeout_min": options.time_min, "cpus_per_task": options.cpus_per_run,
-        "slurm_array_parallelism": options.array_parallelism,
+        "slurm_array_parallelism": options.array_parallelism, "slurm_signal_delay_s": signal_delay_s(options.time_min),
         # --devices N --nodes M: N tasks on each of M nodes (srun starts them), each with one device
         "tasks_per_node": devices, "nodes": nodes,
         "slurm_additional_parameters": dict(options.extra),
@@ -79,7 +97,7 @@ def submit(configs: list, out: Path, data_dir, use_wandb: bool, download: bool, 
         parameters["gpus_per_node"] = options.gpus_per_run
     executor.update_parameters(**parameters)
     n = len(configs)
-    jobs = executor.map_array(array_task, configs, [out] * n, [data_dir] * n, [use_wandb] * n, [download] * n,
+    jobs = executor.map_array(ArrayTask(), configs, [out] * n, [data_dir] * n, [use_wandb] * n, [download] * n,
                               [keep_checkpoints] * n)
     path = out / JOBS
     known = json.loads(path.read_text()) if path.is_file() else {}

@@ -58,6 +58,9 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
+# a requeued job waits cred_expire seconds before it may start again (120 by default): 10 keeps the
+# requeue tests short and is still ample for a step's launch on one node
+AuthInfo=cred_expire=10
 SchedulerType=sched/backfill
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool

@@ -64,6 +64,26 @@ def test_a_dead_holders_claim_is_taken_over(tmp_path):
     assert list(run.iterdir()) == [], "no claim and nothing set aside is left"
 
 
+def test_a_requeued_slurm_jobs_earlier_attempt_holds_no_claim(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "abc"
+    run.mkdir(parents=True)
+    path = run / claims.CLAIM
+    # the first attempt, on another node, heartbeat fresh: live to anyone but its own job's later attempts
+    path.write_text(json.dumps({"host": "node7", "pid": 1, "token": "first", "since": 0, "slurm_job": "41_3",
+                                "slurm_restart": 0}))
+    monkeypatch.setenv("SLURM_JOB_ID", "41_3")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert claims.claim_run(run)[0] is None, "the same attempt (another process of it) is live"
+    monkeypatch.setenv("SLURM_JOB_ID", "42_0")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert claims.claim_run(run)[0] is None, "another job's claim is live"
+    monkeypatch.setenv("SLURM_JOB_ID", "41_3")
+    claim, _ = claims.claim_run(run)
+    assert claim is not None, "the requeued job takes its earlier attempt's claim at once"
+    assert {k: claim.holder[k] for k in ("slurm_job", "slurm_restart")} == {"slurm_job": "41_3", "slurm_restart": 1}
+    claim.release()
+
+
 def test_an_ok_row_is_final(tmp_path):
     store = ResultsStore(tmp_path)
     row = {"run_id": "r1", "task": "adding", "task_version": 2, "cell": "gru_fused", "seed": 0, "budget": "smoke"}

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
@@ -178,3 +179,37 @@ def test_the_runner_checkpoints_keep_lightnings_state_keys(tmp_path):
         ours = ModelCheckpoint(dirpath=tmp_path, **settings)
         assert ours.state_key == Lightnings(dirpath=tmp_path, **settings).state_key
         assert ours.state_key is ours.state_key  # formatted once
+
+
+def test_an_unreadable_resume_checkpoint_is_set_aside_named_and_the_run_starts_afresh(tmp_path):
+    command = ["run", "--task", "adding", "-o", "length=5", "--cell", "gru_fused", "--budget", "smoke"]
+    first = invoke(*command, "--keep-checkpoints", "last", "--out", str(tmp_path / "first"))
+    assert first.exit_code == 0, first.output
+    (done,) = ResultsStore(tmp_path / "first").rows()
+    whole = (tmp_path / "first" / "runs" / done["run_id"] / "checkpoints" / "last.ckpt").read_bytes()
+
+    resume = tmp_path / "second" / "runs" / done["run_id"] / "resume"
+    resume.mkdir(parents=True)
+    (resume / "last.ckpt").write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    (resume / "run.json").write_text('{"resumed": 2, "wandb_id"')  # and its record damaged too
+    again = invoke(*command, "--out", str(tmp_path / "second"))
+    assert again.exit_code == 0, again.output
+    assert f"the resume checkpoint {resume / 'last.ckpt'} cannot be read" in again.output
+    assert "set aside as last.ckpt.unreadable-" in again.output and "the run starts afresh" in again.output
+    assert "started afresh: its resume checkpoint was unreadable" in again.output
+    (row,) = ResultsStore(tmp_path / "second").rows()
+    assert row["status"] == "ok" and row["resumed"] == 0 and row["epochs"] == done["epochs"]
+    assert row["metric_value"] == pytest.approx(done["metric_value"], rel=1e-6), "a fresh start, as the first run"
+    (kept,) = (resume.parent).glob("last.ckpt.unreadable-*")
+    assert kept.read_bytes() == whole[: len(whole) // 2] and row["config"]["resume_set_aside"] == str(kept)
+
+
+def test_a_file_that_is_not_a_full_checkpoint_is_unreadable(tmp_path):
+    from bench.runner import readable_checkpoint
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "weights.ckpt")
+    assert "not a full Lightning checkpoint" in readable_checkpoint(tmp_path / "weights.ckpt")
+    (tmp_path / "text.ckpt").write_text("hello")
+    assert readable_checkpoint(tmp_path / "text.ckpt").startswith("UnpicklingError")
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    assert readable_checkpoint(tmp_path / "empty.ckpt") is not None

@@ -78,6 +78,31 @@ def test_a_matrix_runs_as_a_job_array_and_merges(slurm_cluster, tmp_path, monkey
     assert again.exit_code == 0 and "nothing to submit: every run is done" in again.output
 
 
+def test_a_run_at_its_time_limit_is_requeued_and_goes_on_from_its_last_epoch(slurm_cluster, tmp_path, monkeypatch):
+    """A real time limit: a run of about 70 s (10 epochs) under a 1-minute limit. SLURM signals the
+    task before the limit, submitit requeues it, and the requeued task resumes from the last epoch's
+    checkpoint, taking over the dead attempt's claim, and stores the run once."""
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster)
+    result = invoke("run", "--task", "adding", "-o", "length=200", "--cell", "rnn_fused", "--launcher", "slurm",
+                    "--time-min", "1", "--requeues", "6", "--cpus-per-run", "2", "--wait", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "1 ok; report:" in result.output
+    (row,) = ResultsStore(tmp_path).rows()
+    assert row["status"] == "ok" and row["epochs"] == 10 and row["resumed"] >= 1, (row["resumed"], row["epochs"])
+    assert [c["epoch"] for c in row["curve"]] == list(range(1, 11)), "every epoch once: none redone, none lost"
+    (folder,) = (tmp_path / "slurm").glob("[0-9]*")
+    assert "#SBATCH --signal=USR2@15" in next(folder.glob("*_submission.sh")).read_text()
+    log = "".join(p.read_text() for p in folder.glob("*_log.err"))
+    assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log, log[-2000:]
+    assert not list(tmp_path.glob("runs/*/claim.json")) and not list(tmp_path.glob("runs/*/resume"))
+
+
+def test_a_short_time_limit_is_warned_a_quarter_before_its_end():
+    from bench.slurm import signal_delay_s
+
+    assert [signal_delay_s(m) for m in (1, 2, 5, 6, 60)] == [15, 30, 75, 90, 90]
+
+
 def record(run_id: str, status: str, value: float | None) -> dict:
     return {"run_id": run_id, "task": "adding", "task_version": 1, "cell": "gru_fused", "seed": 0, "budget": "smoke",
             "status": status, "metric_value": value}
@@ -109,6 +134,8 @@ def test_one_node_keeps_the_run_identity_and_several_need_the_scheduler(tmp_path
 def test_slurm_options_are_checked(tmp_path):
     result = invoke("run", "--task", "adding", "--launcher", "slurm", "--slurm-option", "account", "--out", str(tmp_path))
     assert result.exit_code == 2 and "--slurm-option must be KEY=VALUE" in result.output
+    result = invoke("run", "--task", "adding", "--launcher", "slurm", "--requeues", "-1", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "--requeues must be >= 0, got -1" in result.output
     result = invoke("run", "--task", "adding", "--launcher", "slurm", "--time-min", "0", "--out", str(tmp_path))
     assert result.exit_code == 2 and "--time-min must be a positive integer, got 0" in result.output
 
