@@ -207,10 +207,16 @@ def run(
         name, sep, value = text.partition("=")
         if not sep or not name:
             raise fail(f"--task-option must be NAME=VALUE, got {text!r}")
-        options.append((name.strip(), value.strip()))
+        given = dict(options)
+        if name.strip() in given and given[name.strip()] != value.strip():
+            raise fail(f"--task-option {name.strip()} given twice ({given[name.strip()]} and {value.strip()}): "
+                       "one run has one value; run the command once per value")
+        if name.strip() not in given:
+            options.append((name.strip(), value.strip()))
     try:
-        configs = expand(
-            task or DEFAULT_TASKS, cell or DEFAULT_CELLS, seed or [0], budget=budget.value, num_layers=layers,
+        configs = expand(  # a value repeated (--seed 0 --seed 0) is one run
+            list(dict.fromkeys(task or DEFAULT_TASKS)), list(dict.fromkeys(cell or DEFAULT_CELLS)),
+            list(dict.fromkeys(seed or [0])), budget=budget.value, num_layers=layers,
             hidden_size=hidden, bidirectional=bidirectional, dropout=dropout, devices=devices, nodes=nodes,
             accelerator=accelerator.value, precision=precision.value, task_options=tuple(options),
         )
@@ -300,7 +306,7 @@ def slurm_matrix(configs, out: Path, data_dir, use_wandb: bool, download: bool, 
 
     from bench.slurm import SlurmOptions, submit
     from bench.slurm import wait as wait_for
-    from bench.store import stored_statuses
+    from bench.store import StoreError, stored_statuses
 
     extra = []
     for text in options:
@@ -327,6 +333,8 @@ def slurm_matrix(configs, out: Path, data_dir, use_wandb: bool, download: bool, 
     try:
         job = submit(pending, out, data_dir, use_wandb, download, keep_checkpoints,
                      SlurmOptions(extra=tuple(extra), **settings))
+    except StoreError as err:
+        raise fail(str(err)) from None
     except Exception as err:  # noqa: BLE001 - sbatch's refusal (bad partition, limits) is the user's to read
         raise fail(f"SLURM refused the job array: {type(err).__name__}: {err}") from None
     console.print(f"submitted {len(pending)} runs as SLURM job array {job} (logs in {out / 'slurm'}); "
@@ -573,11 +581,14 @@ def export(
 
 def main() -> None:
     from bench.quiet import quiet_libraries
-    from bench.store import disk_full_paths, no_space
+    from bench.store import StoreError, disk_full_paths, no_space
 
     quiet_libraries()
     try:
         app()
+    except StoreError as err:  # met past the commands' own checks (a row damaged by hand, a damaged jobs.json)
+        errors.print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(2)
     except Exception as err:  # noqa: BLE001 - a full disk is the user's to fix, not a traceback to read
         if not no_space(err):
             raise

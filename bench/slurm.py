@@ -81,7 +81,7 @@ def submit(configs: list, out: Path, data_dir, use_wandb: bool, download: bool, 
            options: SlurmOptions) -> str:
     """Submit the runs as one job array; return its job id. The array tasks' job ids are kept in
     OUT/slurm/jobs.json."""
-
+    known = read_jobs(out)  # a damaged record stops the submission before anything is queued
     executor = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster="slurm", slurm_max_num_timeout=options.requeues)
     devices, nodes = max(c.devices for c in configs), max(c.nodes for c in configs)
     parameters: dict[str, Any] = {
@@ -100,11 +100,27 @@ def submit(configs: list, out: Path, data_dir, use_wandb: bool, download: bool, 
     jobs = executor.map_array(ArrayTask(), configs, [out] * n, [data_dir] * n, [use_wandb] * n, [download] * n,
                               [keep_checkpoints] * n)
     path = out / JOBS
-    known = json.loads(path.read_text()) if path.is_file() else {}
     known.update({config.run_id: job.job_id for config, job in zip(configs, jobs)})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(known, indent=1))
     return jobs[0].job_id.split("_")[0]
+
+
+def read_jobs(out: Path) -> dict[str, str]:
+    """OUT/slurm/jobs.json (run id -> job id); empty when absent; StoreError naming it when damaged."""
+    from bench.store import StoreError
+
+    path = out / JOBS
+    if not path.is_file():
+        return {}
+    try:
+        jobs = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path}: not JSON ({err}); delete it to forget the submitted jobs (their shards stay)") from None
+    if not isinstance(jobs, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in jobs.items()):
+        raise StoreError(f"{path}: not a map of run ids to SLURM job ids; delete it to forget the submitted jobs "
+                         "(their shards stay)")
+    return jobs
 
 
 def queue_states() -> dict[str, str]:
@@ -124,10 +140,9 @@ def run_states(out: Path) -> list[dict[str, Any]]:
     row and not queued: killed, or the job failed before storing)."""
     from bench.store import stored_statuses
 
-    path = out / JOBS
-    if not path.is_file():
+    jobs = read_jobs(out)
+    if not jobs:
         return []
-    jobs = json.loads(path.read_text())
     stored = stored_statuses(out)
     queued = queue_states() if set(jobs) - set(stored) else {}
     return [{"run_id": run_id, "job_id": job, "state": stored.get(run_id) or queued.get(job, "lost")}

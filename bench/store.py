@@ -196,18 +196,20 @@ def check_out(out: Path, must_exist: bool = False) -> None:
     Changes nothing on disk (a probe file is created and removed at once)."""
     if out.exists() and not out.is_dir():
         raise StoreError(f"output folder {out}: exists and is not a folder")
+    probe = out
     if not out.exists():
         if must_exist:
             raise StoreError(f"output folder {out}: does not exist")
         parent = next((p for p in out.absolute().parents if p.exists()), None)
         if parent is None or not parent.is_dir():
             raise StoreError(f"output folder {out}: cannot be created ({parent} is not a folder)")
-        out = parent  # it will be created there: that is what must be writable
+        probe = parent  # it will be created there: that is what must be writable
     try:
-        with tempfile.TemporaryFile(dir=out):
+        with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as err:
-        raise StoreError(f"output folder {out}: not writable ({err.strerror or err})") from None
+        where = "" if probe == out else f"cannot be created in {probe}: "
+        raise StoreError(f"output folder {out}: {where}not writable ({err.strerror or err})") from None
 
 
 def check_store(path: Path) -> None:
@@ -373,7 +375,12 @@ class ResultsStore:
         for row in rows:
             for key in JSON_COLUMNS:
                 if row.get(key):
-                    row[key] = json.loads(row[key])
+                    try:
+                        row[key] = json.loads(row[key])
+                    except (TypeError, ValueError) as err:  # edited by hand, or written by something else
+                        name = row.get(PRIMARY_KEYS[table])
+                        raise StoreError(f"results store {self.path}: {table} row {name}: column {key} is not JSON "
+                                         f"({err}); mend or delete that row") from None
         return rows
 
 

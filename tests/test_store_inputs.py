@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,50 @@ def test_a_reading_command_writes_nothing_to_the_store_and_wants_an_existing_fol
     result = runner.invoke(app, [command, "--out", str(tmp_path)], env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     assert (tmp_path / "results.sqlite").read_bytes() == store, f"{command} changed the store"
+
+
+def rnnbench(*args: str) -> subprocess.CompletedProcess:
+    """The command as a user starts it (through `main`, which turns late store errors into one line)."""
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "300"})
+
+
+def test_a_row_damaged_by_hand_is_named_by_report_and_export(tmp_path):
+    result = runner.invoke(app, [*COMMANDS["run"], "--out", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    (row,) = ResultsStore(tmp_path).rows()
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        db.execute("UPDATE runs SET curve = '{cut short'")
+    before = snapshot(tmp_path)
+    for command in ("report", "export"):
+        done = rnnbench(command, "--out", str(tmp_path))
+        assert done.returncode == 2, done.stderr
+        assert f"runs row {row['run_id']}: column curve is not JSON" in done.stderr and "Traceback" not in done.stderr
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("text, why", [('{"abc": ', "not JSON"), ("[1, 2]", "not a map of run ids to SLURM job ids")])
+def test_a_damaged_record_of_submitted_jobs_is_named(text, why, tmp_path):
+    result = runner.invoke(app, [*COMMANDS["run"], "--out", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / "jobs.json").write_text(text)
+    done = rnnbench("status", "--out", str(tmp_path))
+    assert done.returncode == 2 and f"{tmp_path / 'slurm' / 'jobs.json'}: {why}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_task_option_given_twice_and_repeated_values(tmp_path):
+    twice = runner.invoke(app, ["run", "--task", "adding", "-o", "length=5", "-o", "length=6", "--budget", "smoke",
+                                "--out", str(tmp_path)], env={"COLUMNS": "300"})
+    assert twice.exit_code == 2 and "--task-option length given twice (5 and 6)" in twice.output, twice.output
+    repeated = runner.invoke(app, ["run", "--task", "adding", "-o", "length=5", "-o", "length=5", "--cell", "gru_fused",
+                                   "--cell", "gru_fused", "--seed", "0", "--seed", "0", "--budget", "smoke",
+                                   "--no-progress", "--out", str(tmp_path)], env={"COLUMNS": "300"})
+    assert repeated.exit_code == 0 and "[1/1]" in repeated.output and "1 ok" in repeated.output, repeated.output
+
+
+def test_an_out_that_cannot_be_created_names_itself_and_where(tmp_path):
+    blocked = Path("/proc/rnnbench-out")
+    result = invoke("run", blocked)
+    assert result.exit_code == 2 and f"output folder {blocked}: cannot be created in /proc: not writable" in result.output
