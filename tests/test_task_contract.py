@@ -57,6 +57,31 @@ def test_task_contract(name, shared_data, tsv_corpus, tmp_path):
 
 
 @pytest.mark.parametrize("name", TASKS.names())
+def test_every_budget_sets_only_options_the_task_has_and_a_run_shows_them(name):
+    """A budget's task options (quick pixel scans: side=14) are the task's own, with values its
+    options accept; a run under that budget carries them in its options, identity and label, and
+    `--task-option` overrides them. A budget's hidden sizes by architecture name known ones."""
+    from cells import CELLS
+
+    task = TASKS.get(name)
+    architectures = {CELLS.get(c).architecture for c in CELLS.names()}
+    for budget_name, budget in task.budgets.items():
+        for option, value in budget.task_options:
+            assert option in task.options, f"{name} {budget_name}: no option {option!r}"
+            task.configured({option: str(value)})  # a value the option accepts
+            config = RunConfig(task=name, cell="gru_fused", budget=budget_name)
+            assert config.options[option] == str(value) and f" {option}={value} " in config.label
+            assert config.task_spec().settings[option] == task.options[option].parse(str(value))
+            other = next(v for v in ("28", "7", "4") if v != str(value))
+            assert RunConfig(task=name, cell="gru_fused", budget=budget_name,
+                             task_options=((option, other),)).options[option] == other, "the user's value wins"
+        for architecture, hidden in budget.hidden_by_architecture:
+            assert architecture in architectures and hidden >= 1, (budget_name, architecture, hidden)
+            cell = next(c for c in CELLS.names() if CELLS.get(c).architecture == architecture)
+            assert RunConfig(task=name, cell=cell, budget=budget_name).resolved_hidden_size == hidden
+
+
+@pytest.mark.parametrize("name", TASKS.names())
 def test_task_runs_end_to_end(name, shared_data, tsv_corpus, tmp_path):
     config = RunConfig(task=name, cell="lstm_fused", budget="smoke", hidden_size=8,
                        task_options=options_for(name, tsv_corpus))
