@@ -51,8 +51,9 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
-console = Console()
-errors = Console(stderr=True)
+# off a terminal (a log file, CI, SLURM) a line stays one line: Rich would wrap it at 80 columns
+console = Console(soft_wrap=not sys.stdout.isatty())
+errors = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 DEFAULT_OUT = Path("runs")
 DEFAULT_TASKS = ["mnist-row"]

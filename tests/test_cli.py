@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from typer.testing import CliRunner
 
 from bench.cli import app
@@ -41,3 +45,14 @@ def test_cli_choices_are_the_lists_the_runner_checks():
     assert [choice.value for choice in cli.Accelerator] == list(ACCELERATORS)
     assert [choice.value for choice in cli.KeepCheckpoints] == list(KEEP_CHECKPOINTS)
     assert [choice.value for choice in cli.Precision] == ["auto", *PRECISIONS]
+
+
+def test_off_a_terminal_a_runs_line_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    done = subprocess.run([sys.executable, "-m", "bench", "run", "--task", "adding", "-o", "length=5", "--cell",
+                           "lstm_handwritten", "--budget", "smoke", "--seed", "12345", "--out", str(tmp_path / "a long folder name")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if ": ok " in x]
+    assert len(line) > 80 and line.startswith("[1/1] adding length=5") and line.endswith("ms/step)"), done.stdout
+    assert (tmp_path / "a long folder name" / "report.md").as_posix() in done.stdout.splitlines()[-1]
