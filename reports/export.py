@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.store import JSON_COLUMNS, TABLES
+from reports.rows import JSON_COLUMNS, TABLES
 from reports.markdown import leaderboard, seconds_to_target
 
 FORMATS = ("csv", "json")

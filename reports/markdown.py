@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.store import configuration, configuration_id
+from reports.rows import configuration, configuration_id
 from reports import figures
 
 PERCENT_METRICS = {"accuracy", "miou", "pixel_accuracy", "no_eos"}  # stored as fractions, shown as %
