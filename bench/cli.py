@@ -104,6 +104,23 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def key_value(text: str, option: str, form: str, example: str) -> tuple[str, str]:
+    """`text` split at its first '=' into a stripped (name, value); a clear error (exit 2) naming
+    the option, the form it takes and an example, when it has no '=' or no name."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise fail(f"{option} must be {form} (e.g. {example}), got {text!r}")
+    return name.strip(), value.strip()
+
+
+def write_store_report(store, out: Path, goals: dict[str, float] | None = None) -> Path:
+    """OUT/report.md and its pictures from everything the store holds."""
+    from reports.markdown import write_report
+
+    return write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"),
+                        targets() if goals is None else goals)
+
+
 def open_store(out: Path, readonly: bool = False):
     """The results store in OUT, or a clear error (exit 2, nothing changed) when OUT or the store is
     unusable; `readonly`: a command that only reads (OUT must exist; nothing is written)."""
@@ -198,22 +215,19 @@ def run(
     rewritten at the end.
     """
     from bench.runner import expand, run_matrix
-    from reports.markdown import write_report
 
     if not memory_guard:  # in the environment: --parallel workers and SLURM's array tasks read it too
         os.environ["RNNBENCH_NO_MEMORY_GUARD"] = "1"
 
     options = []
     for text in task_option or []:
-        name, sep, value = text.partition("=")
-        if not sep or not name:
-            raise fail(f"--task-option must be NAME=VALUE, got {text!r}")
+        name, value = key_value(text, "--task-option", "NAME=VALUE", "length=100")
         given = dict(options)
-        if name.strip() in given and given[name.strip()] != value.strip():
-            raise fail(f"--task-option {name.strip()} given twice ({given[name.strip()]} and {value.strip()}): "
-                       "one run has one value; run the command once per value")
-        if name.strip() not in given:
-            options.append((name.strip(), value.strip()))
+        if name in given and given[name] != value:
+            raise fail(f"--task-option {name} given twice ({given[name]} and {value}): one run has one value; "
+                       "run the command once per value")
+        if name not in given:
+            options.append((name, value))
     try:
         configs = expand(  # a value repeated (--seed 0 --seed 0) is one run
             list(dict.fromkeys(task or DEFAULT_TASKS)), list(dict.fromkeys(cell or DEFAULT_CELLS)),
@@ -289,7 +303,7 @@ def run(
         raise typer.Exit(code=signal.exit_code) from None
     store = open_store(out)
     rows = store.rows()
-    path = write_report(rows, out, store.rows("speed"), store.rows("baselines"), targets())
+    path = write_store_report(store, out)
     if wandb:
         from bench.wandb_tables import log_leaderboard
 
@@ -309,12 +323,8 @@ def slurm_matrix(configs, out: Path, data_dir, use_wandb: bool, download: bool, 
     from bench.slurm import wait as wait_for
     from bench.store import StoreError, stored_statuses
 
-    extra = []
-    for text in options:
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            raise fail(f"--slurm-option must be KEY=VALUE (passed to sbatch as --KEY=VALUE), got {text!r}")
-        extra.append((key.strip(), value.strip()))
+    extra = [key_value(text, "--slurm-option", "KEY=VALUE, passed to sbatch as --KEY=VALUE", "account=proj")
+             for text in options]
     for name in ("time_min", "cpus_per_run", "array_parallelism"):
         if settings[name] < 1:
             raise fail(f"--{name.replace('_', '-')} must be a positive integer, got {settings[name]}")
@@ -346,11 +356,10 @@ def slurm_matrix(configs, out: Path, data_dir, use_wandb: bool, download: bool, 
                       lambda counts: console.print("  " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
                                                    highlight=False))
     from bench.store import merge_shards
-    from reports.markdown import write_report
 
     merge_shards(out)
     store = open_store(out)
-    path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"), targets())
+    path = write_store_report(store, out)
     console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; report: {path}", highlight=False)
     if any(k != "ok" for k in counts):
         raise typer.Exit(code=1)
@@ -446,7 +455,6 @@ def speed(
     from bench.precision import resolve_precision
     from bench.speed import SHAPE_SETS, parse_shape, run_speed
     from cells import CELLS
-    from reports.markdown import write_report
 
     try:
         names = cell or CELLS.names()
@@ -501,7 +509,7 @@ def speed(
         console.print(f"peak matmul on this device: {ok[0]['peak_flops_per_s'] / 1e9:.1f} GFLOP/s. floor ms: the "
                       "matmuls alone of a hand-written loop, forward+backward. MiB: "
                       f"{ok[0]['memory_kind'].removeprefix('cpu: ')}.", highlight=False)
-    path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"), targets())
+    path = write_store_report(store, out)
     console.print(f"report: {path}", highlight=False)
 
 
@@ -511,9 +519,7 @@ def targets(texts: list[str] | None = None) -> dict[str, float]:
 
     out = {task.name: task.target for task in TASKS if task.target is not None}
     for text in texts or []:
-        name, sep, value = text.partition("=")
-        if not sep:
-            raise fail(f"--target {text!r}: expected TASK=VALUE, e.g. mnist-row=97")
+        name, value = key_value(text, "--target", "TASK=VALUE", "mnist-row=97")
         if name not in TASKS:
             raise fail(f"--target {text!r}: unknown task {name!r}; tasks: {', '.join(TASKS.names())}")
         try:
@@ -533,14 +539,13 @@ def report(
              "(README, Report).")] = None,
 ) -> None:
     """Write OUT/report.md (and pictures per task) from the stored results."""
-    from reports.markdown import write_report
 
     goals = targets(target)
     open_store(out, readonly=True)
     if not (out / "results.sqlite").is_file():
         raise fail(f"no results store at {out / 'results.sqlite'}; run `rnnbench run --out {out}` first")
     store = merge_if_sharded(out)
-    path = write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"), goals)
+    path = write_store_report(store, out, goals)
     console.print(f"report: {path}", highlight=False)
 
 

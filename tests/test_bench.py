@@ -171,7 +171,7 @@ def test_cli_errors_name_the_input(tmp_path):
     result = invoke("report", "--out", str(tmp_path / "nothing"))
     assert result.exit_code == 2 and "nothing: does not exist" in result.output
     result = invoke("report", "--out", str(tmp_path), "--target", "mnist-row")
-    assert result.exit_code == 2 and "expected TASK=VALUE" in result.output
+    assert result.exit_code == 2 and "--target must be TASK=VALUE" in result.output
     result = invoke("report", "--out", str(tmp_path), "--target", "mnist-rwo=97")
     assert result.exit_code == 2 and "unknown task 'mnist-rwo'" in result.output
     result = invoke("report", "--out", str(tmp_path), "--target", "mnist-row=high")
