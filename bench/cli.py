@@ -536,7 +536,7 @@ def report(
     target: Annotated[Optional[list[str]], typer.Option(
         help="TASK=VALUE: add a column of the training seconds until validation first reached VALUE "
              "(in the report's units: percent for accuracy and IoU). Repeatable; each task has a default "
-             "(README, Report).")] = None,
+             "(docs/usage.md, The report).")] = None,
 ) -> None:
     """Write OUT/report.md (and pictures per task) from the stored results."""
 

@@ -32,7 +32,7 @@ class BenchModule(L.LightningModule):
         # Manual optimisation: the training step runs zero_grad, backward, the optimiser's and the
         # schedule's steps itself. Lightning's automatic optimisation wraps each in a closure and
         # hooks through the strategy and precision plugin, host time that weighed on a small model's
-        # step on the 2-core CPU (README, "Harness overhead")
+        # step on the 2-core CPU (docs/usage.md, "Harness overhead")
         self.automatic_optimization = False
 
     # a network's own step counter (the video task's scheduled sampling) travels with the checkpoints

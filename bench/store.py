@@ -2,8 +2,8 @@
 one row per cell and shape timed by `rnnbench speed`; `baselines`, each task's reference predictors.
 
 A row is written in one transaction when its run ends (ok, failed or skipped), so a killed
-process loses no finished run and leaves no half row. The columns are described in the
-README ("Results store"); a test keeps the two in step.
+process loses no finished run and leaves no half row. The columns are described in
+docs/usage.md ("Results store"); a test keeps the two in step.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ VOCAB_SIZE = {"smoke": 400, "quick": 4000, "paper": 8000}  # quick: 2,000 scored
 EXAMPLES = 6
 MAX_PICTURE_TOKENS = 40  # output tokens shown in the attention picture
 # the dictionary entries a Ding task trains on beside the sentences by default (`-o entries=N`).
-# Measured with `rnnbench run`, the quick LSTM (README): 20,000 in 14 epochs, three seeds, BLEU
+# Measured with `rnnbench run`, the quick LSTM (docs/results.md): 20,000 in 14 epochs, three seeds, BLEU
 # 5.16 / chrF 22.17 against version 6's 4.71 / 21.19, but in 700-866 s of training against 417-432;
 # 10,000 in 12 epochs (seed 0) 4.30 / 20.13 in 660 s. Over the quick budget's 8 minutes, so 0
 DICTIONARY_ENTRIES = 0
@@ -295,7 +295,7 @@ class AdditiveAttention(SourceAttention):
     The default since version 8: bounded by the tanh, it does not grow with the size of the
     states it compares. With the general score the quick GRU fitted its training split more
     slowly than the LSTM and scored 2.2 BLEU behind it; with this one, one seed of the bare loop
-    (benchmarks/translation_variants.py) moved its test BLEU from 2.94 to 4.26 (README). `size`,
+    (benchmarks/translation_variants.py) moved its test BLEU from 2.94 to 4.26 (docs/results.md). `size`,
     the width of the tanh layer, is apart from the hidden size since version 9."""
 
     def __init__(self, query_size: int, key_size: int, size: int):
@@ -365,7 +365,7 @@ class Dropout(nn.Dropout):
     `rand_like(x) >= p`. torch's CPU dropout draws its mask with `bernoulli_`, measured slow on this
     project's 2-core CPU: `F.dropout` of a (64, 30, 256) tensor took 4.8 ms, this 2.1 ms, and a quick
     translation GRU step with it costs about 0.92x one with `nn.Dropout` (`benchmarks/
-    translation_step_cost.py`, README). Other devices keep torch's fused kernel."""
+    translation_step_cost.py`, docs/results.md). Other devices keep torch's fused kernel."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0 or self.p >= 1 or x.device.type != "cpu":
@@ -630,17 +630,17 @@ class Seq2SeqSettings:
 
 # dropout: 0.3 on quick in versions 5 to 9; version 5's three LSTM seeds at 0.2 scored lower (BLEU 4.54
 # against 4.71), version 10's (0.2 with the output layer tied to the embedding) did not: three seeds of
-# `rnnbench run` each (README): GRU BLEU 4.36 / chrF 21.11 against version 9's 4.23 / 20.56, every seed
+# `rnnbench run` each (docs/results.md): GRU BLEU 4.36 / chrF 21.11 against version 9's 4.23 / 20.56, every seed
 # over BLEU 4; LSTM 5.21 / 22.19 against 5.06 / 22.57; a step 0.75-0.88x the cost (`benchmarks/
 # translation_step_cost.py`: the output layer's matmul 128 wide, not 256); version 11's 0.1 (three seeds each,
-# README): GRU BLEU 4.55 / chrF 22.63 (22.53-22.73), LSTM 5.32 / 23.11, each with the length exponent by
+# docs/results.md): GRU BLEU 4.55 / chrF 22.63 (22.53-22.73), LSTM 5.32 / 23.11, each with the length exponent by
 # the outputs' length (`-o length_by=length`); at 0.2 with it the GRU's chrF had stayed under 22
 # the additive score 128 wide on quick (version 9; version 8's was the hidden size, 256): its
 # (B, T, S, size) tanh and backward cost about a fifth of a step at 256, and a step costs 0.86x
 # at 128 (`benchmarks/translation_step_cost.py`). One seed of the bare loop trained alike at 256, 128
 # and 64 (the same training loss; the GRU's test BLEU fell with the width, the LSTM's did not); three
 # seeds of `rnnbench run` scored a little under version 8 (LSTM BLEU 5.06 against 5.49, p = 0.07) in
-# 0.72x (GRU) and 0.83x (LSTM) of its training time (README)
+# 0.72x (GRU) and 0.83x (LSTM) of its training time (docs/results.md)
 SETTINGS = {"smoke": Seq2SeqSettings(32, 0.0, 0.0), "quick": Seq2SeqSettings(128, 0.1, 0.1, attention=128, tie=True),
             "paper": Seq2SeqSettings(256, 0.3, 0.1)}
 
@@ -648,14 +648,14 @@ BUDGETS = {
     "smoke": Budget(max_epochs=1, batch_size=32, hidden_size=32, lr=3e-3, train_batches=6, val_batches=1, test_batches=2,
                     note="6 training batches: checks the path, not quality"),
     # version 2 (additive attention, lr 2e-3, BPE 2000, greedy test, 10 epochs) took 11.4 min for the
-    # attention LSTM on a 2-core CPU and scored BLEU 1.80, chrF 17.1; measured figures in the README
+    # attention LSTM on a 2-core CPU and scored BLEU 1.80, chrF 17.1; measured figures in docs/results.md
     # version 3 trained 9 epochs; its validation BLEU was still rising at the end. Measured with a bare
     # loop of this model (one seed, test with beam 5): 9 epochs BLEU 3.90 / chrF 19.4, 11 epochs
     # 4.14 / 20.1, 13 epochs 4.61 / 20.6; version 4 trained 12 epochs, what fitted 8 minutes on a
     # 2-core CPU then. Version 5's LSTM epochs cost 10-19 % less (the output layer at real positions
     # only; the GRU's 5-12 %), so 14 epochs take about 7 minutes at the speed version 4's 12 were
-    # measured at (an estimate: the machine that ran version 5 was slower; README). Cheaper quick steps
-    # tried for the 8 minutes on a 2-core AMD EPYC, where version 11 takes 10.5-12 min (README, "Toward
+    # measured at (an estimate: the machine that ran version 5 was slower; docs/results.md). Cheaper quick steps
+    # tried for the 8 minutes on a 2-core AMD EPYC, where version 11 takes 10.5-12 min (docs/results.md, "Toward
     # the 8-minute floor"): hidden 128 made a step about 0.7x as costly and kept the GRU's quality, but
     # runs took 8.1-8.8 min and the LSTM's chrF fell to 21.72; fewer epochs cost the GRU's chrF (12: 21.54).
     # Hidden 128 with the LSTM's forget-gate bias 1 and validation every 2nd epoch (rnnbench 048cfd2,
@@ -796,7 +796,7 @@ class TranslationTask(Task):
         (`-o length_by=bleu`) or come nearest the references' length (`length`; ties: the nearest
         to 1), chosen once per network from one search, since the search does not depend on the
         ranking. Decoding settings are tuned on held-out data, not the test (as
-        GNMT's length penalty, Wu et al. 2016). Three quick seeds each (README): the GRU, whose
+        GNMT's length penalty, Wu et al. 2016). Three quick seeds each (docs/results.md): the GRU, whose
         outputs ran 0.82-0.85x the references' length ranked per token, got 1.2-1.3 and chrF 17.1
         against 16.1 (BLEU 2.39 against 2.44); the LSTM got 0.9-1.1 and the same scores."""
         setting = self.settings["length"]

@@ -333,9 +333,9 @@ def test_killed_process_loses_no_finished_run_and_leaves_no_half_row(shared_data
     assert sorted(r["task"] for r in ResultsStore(tmp_path).rows()) == ["mnist-pixel", "mnist-row"]
 
 
-def test_readme_documents_every_column():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("### Results store") :]
+def test_the_usage_guide_documents_every_column():
+    usage = (Path(__file__).resolve().parents[1] / "docs" / "usage.md").read_text()
+    section = usage[usage.index("### Results store") :]
     for column in [*COLUMNS, *SPEED_COLUMNS, *BASELINE_COLUMNS]:
         assert f"`{column}`" in section, column
 
