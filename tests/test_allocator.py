@@ -57,13 +57,3 @@ def test_every_run_process_keeps_freed_memory():
     assert keep_freed_memory.cache_info().currsize == 1
     assert keep_freed_memory() is GLIBC
     assert environment("cpu")["malloc"] == ("glibc, freed memory kept" if GLIBC else "as the platform's comes")
-
-
-@pytest.mark.parametrize("flag, value", [("--rounds", "0"), ("--every", "-2")])
-def test_the_faults_benchmark_names_a_bad_count(flag, value):
-    """`benchmarks/allocator_faults.py` refuses a count under 1, naming it, before it starts a process."""
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, str(root / "benchmarks" / "allocator_faults.py"), flag, value],
-                            cwd=root, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert f"{flag} {value}: must be at least 1" in result.stderr

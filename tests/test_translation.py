@@ -358,30 +358,6 @@ def test_attention_size_sets_the_additive_scores_width_and_decodes_as_it_trains(
     assert_steps_give_teacher_forcing(model, src, src_len, torch.randint(4, 50, (3, 6)))
 
 
-@pytest.mark.parametrize("lexical, input_feed, score", [(True, False, "general"), (False, True, "additive"),
-                                                        (True, True, "additive")])
-def test_measured_variants_decode_step_by_step_as_they_train(lexical, input_feed, score):
-    """`benchmarks/translation_variants.py`'s lexical attention and input feeding (measured and
-    not kept, README): one step at a time (how greedy and beam search decode) gives what teacher
-    forcing gives, so their figures measure the models they name."""
-    import importlib.util
-    from pathlib import Path
-
-    from tasks.translation import Seq2SeqSettings
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "translation_variants.py"
-    spec = importlib.util.spec_from_file_location("translation_variants", path)
-    variants = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(variants)
-    torch.manual_seed(0)
-    model = variants.VariantSeq2Seq(ModelConfig("gru_fused", 16), 50, Seq2SeqSettings(8, 0.0, 0.1), lexical,
-                                    input_feed, score).double().eval()
-    src, src_len = torch.randint(4, 50, (3, 7)), torch.tensor([7, 5, 2])
-    tgt_in = torch.randint(4, 50, (3, 6))
-    assert_steps_give_teacher_forcing(model, src, src_len, tgt_in)
-    assert model.beam_search(src, src_len, 10, beam=3).shape[0] == 3
-
-
 def test_translation_run_stores_bleu_chrf_perplexity_and_examples(shared_data, tmp_path):
     result = runner.invoke(app, ["run", "--task", "translation-de-en-attention", "--cell", "gru_handwritten",
                                  "--budget", "smoke", "--bidirectional", "-o", "beam=2", "--out", str(tmp_path),
@@ -598,25 +574,3 @@ def test_length_exponent_choice_by_bleu_or_by_length():
     assert choose_length_exponent({**scores, "length_ratio": {a: 1.2 if a < 1.2 else 0.8 for a in grid}}, "length") == 1.0
     assert choose_length_exponent({**scores, "length_ratio": {a: 0.5 + a / 2 for a in grid}}, "length") == 1.0
     assert choose_length_exponent({**scores, "length_ratio": {a: 0.5 + a / 4 for a in grid}}, "length") == 1.5
-
-
-@pytest.mark.parametrize("args, code, message", [
-    (["-o", f"dropout=torch,hidden={value}"], 1, f"-o hidden={value}: the hidden size must be a positive integer")
-    for value in ("abc", "0")] + [
-    (["-o", "", "-o", "lengths=whole"], 1, "-o lengths=whole: the one other way is packed"),
-    (["-o", "", "--rounds", "0"], 2, "--rounds 0: must be at least 1"),
-    (["-o", "", "--every", "-1", "--encoder-only"], 2, "--every -1: must be at least 1"),
-])
-def test_step_cost_benchmark_names_a_bad_input(args, code, message):
-    """`benchmarks/translation_step_cost.py` refuses a hidden size that is not a positive integer,
-    a way of running lengths it does not know and counts below 1, naming each, before it loads any
-    data."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, str(root / "benchmarks" / "translation_step_cost.py"), *args],
-                            cwd=root, capture_output=True, text=True, timeout=120)
-    assert result.returncode == code
-    assert message in result.stderr
