@@ -28,6 +28,7 @@ import torch
 from bench.measure import SavedTensorBytes, median_iqr
 from bench.precision import autocast, matmul_dtype, set_backend_precision
 from cells import CELLS, build_cell
+from cells.catalog import gate_count
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,6 @@ SHAPE_SETS = {
     "gpu": ["fastrnns", "deepbench-h512-b32-t25", "deepbench-h1024-b64-t25", "deepbench-h2048-b32-t25",
             "deepbench-h1536-b16-t50"],
 }
-GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
 
 
 def parse_shape(text: str) -> Shape:
@@ -84,7 +84,7 @@ def matmul_flops(shape: Shape, architecture: str) -> int:
     Per layer and direction: the input projection 2*B*T*I_l*G*H and the recurrence 2*B*T*H*G*H,
     with G gate blocks (RNN 1, LSTM 4, GRU 3) and I_l = I for the first layer, D*H after it.
     """
-    g, h = GATES[architecture], shape.hidden_size
+    g, h = gate_count(architecture), shape.hidden_size
     total = 0
     for layer in range(shape.layers):
         inputs = shape.input_size if layer == 0 else shape.directions * h
@@ -96,7 +96,7 @@ def training_matmul_flops(shape: Shape, architecture: str) -> int:
     """Matmul FLOPs of forward+backward: the backward pass does each forward matmul twice (the
     gradients of both operands) except where no gradient is asked for: the first layer's input
     (like pixels or embeddings) and the initial states (zeros), as in the timed calls."""
-    g, h = GATES[architecture] * shape.hidden_size, shape.hidden_size
+    g, h = gate_count(architecture) * shape.hidden_size, shape.hidden_size
     not_asked = shape.directions * 2 * shape.batch * (shape.steps * shape.input_size * g + shape.layers * h * g)
     return 3 * matmul_flops(shape, architecture) - not_asked
 
@@ -175,7 +175,7 @@ class MatmulFloor:
 
     def __init__(self, architecture: str, shape: Shape, device: torch.device, dtype: torch.dtype = torch.float32):
         self.name = f"matmul floor ({architecture})"
-        h, g = shape.hidden_size, GATES[architecture] * shape.hidden_size
+        h, g = shape.hidden_size, gate_count(architecture) * shape.hidden_size
         rows = shape.batch * shape.steps
         self.steps = shape.steps
         self.layers = []  # one dict of buffers per layer and direction

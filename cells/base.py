@@ -45,6 +45,9 @@ class RecurrentCell(nn.Module):
     state_size: int = 1
     #: the `torch.nn` module this cell computes, e.g. "LSTM"; used in messages and docs
     architecture: str = ""
+    #: the forget gate's block in the gate rows of the weights (LSTM: 1 of i, f, g, o); None: no forget
+    #: gate, and `initialise(forget_bias=...)` leaves the cell as it is
+    forget_gate: int | None = None
 
     def __init__(
         self,
@@ -97,8 +100,9 @@ class RecurrentCell(nn.Module):
             if orthogonal and name.startswith("weight_hh"):
                 for block in weight.split(hidden, dim=0):  # one (H, H) block per gate
                     nn.init.orthogonal_(block)
-            if forget_bias is not None and self.architecture == "LSTM" and name.startswith("bias"):
-                weight[hidden : 2 * hidden] = forget_bias if name.startswith("bias_ih") else 0.0  # gates i, f, g, o
+            if forget_bias is not None and self.forget_gate is not None and name.startswith("bias"):
+                block = slice(self.forget_gate * hidden, (self.forget_gate + 1) * hidden)
+                weight[block] = forget_bias if name.startswith("bias_ih") else 0.0
 
     def forward(
         self, x: Tensor, state: State | None = None, lengths: Tensor | None = None

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from cells.base import RecurrentCell
+from cells.base import HandwrittenCell, RecurrentCell
 from cells.registry import Registry
 
 
@@ -41,9 +41,35 @@ def register_cell(
     name: str, cls: type[RecurrentCell], description: str, twin: str | None = None, compiled: bool = False,
     **options: Any,
 ) -> CellSpec:
+    """Register a cell under `name`. A hand-written cell brings its compiled variant with it
+    (`<prefix>_compiled` for `<prefix>_handwritten`, the same twin): a new architecture is one
+    module that registers its fused and hand-written cells."""
     if not (isinstance(cls, type) and issubclass(cls, RecurrentCell)):
         raise TypeError(f"cell {name!r} must be a RecurrentCell subclass, got {cls!r}")
-    return CELLS.add(name, CellSpec(name, cls, description, twin, options, compiled))
+    spec = CELLS.add(name, CellSpec(name, cls, description, twin, options, compiled))
+    if issubclass(cls, HandwrittenCell) and not compiled and name.endswith("_handwritten"):
+        from cells.compiled import compiled_variant
+
+        CELLS.add(name.removesuffix("_handwritten") + "_compiled",
+                  CellSpec(name.removesuffix("_handwritten") + "_compiled", compiled_variant(cls),
+                           f"{name} with its time loop compiled (torch.compile)", twin, options, True))
+    return spec
+
+
+def handwritten_class(architecture: str) -> type[HandwrittenCell]:
+    """The hand-written (not compiled) cell class registered for an architecture: the twin that
+    the gradient recorder steps through and whose `gates` the speed command counts."""
+    for spec in CELLS:
+        if spec.architecture == architecture and issubclass(spec.cls, HandwrittenCell) and not spec.compiled:
+            return spec.cls
+    known = sorted({spec.architecture for spec in CELLS})
+    raise ValueError(f"no hand-written cell is registered for architecture {architecture!r}; "
+                     f"architectures with one: {', '.join(known)}")
+
+
+def gate_count(architecture: str) -> int:
+    """Gate blocks of an architecture's weights (RNN 1, LSTM 4, GRU 3), as its hand-written cell declares."""
+    return handwritten_class(architecture).gates
 
 
 def build_cell(

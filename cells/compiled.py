@@ -1,8 +1,8 @@
 """Hand-written cells with their time loop compiled by `torch.compile` (TorchInductor).
 
-The gate equations are the hand-written ones (`cells/rnn.py`, `lstm.py`, `gru.py`), so the
-parity tests hold these cells to their fused twins too. What changes is speed: the whole
-unrolled loop of one layer and direction becomes one compiled graph, forward and backward.
+The gate equations are those of the hand-written cell each one is made from (`compiled_variant`,
+for every registered `*_handwritten` cell), so the parity tests hold these cells to their fused
+twins too. What changes is speed: the whole unrolled loop of one layer and direction becomes one compiled graph, forward and backward.
 Compiling costs seconds, once per input shape, and grows with the number of unrolled steps; so
 a sequence longer than `CHUNK` steps runs as a few calls of one graph over equal pieces of
 it (at most two graphs: the pieces and a shorter last one), which bounds the compile time
@@ -20,11 +20,6 @@ import math
 import torch
 
 from cells.base import HandwrittenCell
-from cells.catalog import register_cell
-from cells.gru import GRUHandwritten
-from cells.lstm import LSTMHandwritten
-from cells.rnn import RNNHandwritten
-
 
 
 def _raise_recompile_limit() -> None:
@@ -92,18 +87,14 @@ class CompiledScan:
         return state
 
 
-class RNNCompiled(CompiledScan, RNNHandwritten):
-    pass
-
-
-class LSTMCompiled(CompiledScan, LSTMHandwritten):
-    pass
-
-
-class GRUCompiled(CompiledScan, GRUHandwritten):
-    pass
-
-
-register_cell("rnn_compiled", RNNCompiled, "rnn_handwritten with its time loop compiled (torch.compile)", twin="rnn_fused", compiled=True)
-register_cell("lstm_compiled", LSTMCompiled, "lstm_handwritten with its time loop compiled (torch.compile)", twin="lstm_fused", compiled=True)
-register_cell("gru_compiled", GRUCompiled, "gru_handwritten with its time loop compiled (torch.compile)", twin="gru_fused", compiled=True)
+def compiled_variant(cls: type[HandwrittenCell]) -> type[HandwrittenCell]:
+    """The compiled class of a hand-written cell: its gate equations, its loop compiled. Made, not
+    written, for every hand-written cell that `register_cell` registers (`lstm_handwritten` gives
+    `lstm_compiled`); kept in this module's namespace under its name, so that it pickles."""
+    name = cls.__name__.replace("Handwritten", "") + "Compiled"
+    made = globals().get(name)
+    if made is None or made.__bases__ != (CompiledScan, cls):
+        made = type(name, (CompiledScan, cls), {"__module__": __name__, "__qualname__": name,
+                                                "__doc__": f"{cls.__name__} with its time loop compiled."})
+        globals()[name] = made
+    return made

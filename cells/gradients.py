@@ -21,12 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from cells.base import HandwrittenCell, RecurrentCell
-from cells.gru import GRUHandwritten
-from cells.lstm import LSTMHandwritten
-from cells.rnn import RNNHandwritten
-
-HANDWRITTEN = {"RNN": RNNHandwritten, "LSTM": LSTMHandwritten, "GRU": GRUHandwritten}
-
+from cells.catalog import handwritten_class
 
 def _record(cell: HandwrittenCell) -> list[list[Tensor]]:
     """Make a (throw-away) hand-written cell keep every h its steps produce, gradients retained;
@@ -51,7 +46,7 @@ def _record(cell: HandwrittenCell) -> list[list[Tensor]]:
 
 def handwritten_twin(cell: RecurrentCell) -> HandwrittenCell:
     """A plain hand-written cell (no compilation) computing what `cell` computes, weights copied."""
-    cls = HANDWRITTEN[cell.architecture]
+    cls = handwritten_class(cell.architecture)
     options = {"nonlinearity": cell.nonlinearity} if cell.architecture == "RNN" else {}
     twin = cls(cell.input_size, cell.hidden_size, cell.num_layers, cell.bidirectional, cell.dropout, **options)
     twin.load_state_dict({name: p.detach() for name, p in cell.weights().items()})

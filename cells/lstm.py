@@ -19,12 +19,14 @@ from cells.catalog import register_cell
 
 class LSTMFused(FusedCell):
     architecture = "LSTM"
+    forget_gate = 1  # i, f, g, o
     module_class = nn.LSTM
     state_size = 2
 
 
 class LSTMHandwritten(HandwrittenCell):
     architecture = "LSTM"
+    forget_gate = 1
     gates = 4  # i, f, g, o: the row order of torch.nn.LSTM's weights
     state_size = 2
 

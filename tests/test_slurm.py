@@ -79,19 +79,24 @@ def test_a_matrix_runs_as_a_job_array_and_merges(slurm_cluster, tmp_path, monkey
 
 
 def test_a_run_at_its_time_limit_is_requeued_and_goes_on_from_its_last_epoch(slurm_cluster, tmp_path, monkeypatch):
-    """A real time limit: a run of about 70 s (10 epochs) under a 1-minute limit. SLURM signals the
+    """A real time limit: a run of about 130 s (10 epochs) under a 2-minute limit. SLURM signals the
     task before the limit, submitit requeues it, and the requeued task resumes from the last epoch's
-    checkpoint, taking over the dead attempt's claim, and stores the run once."""
+    checkpoint, taking over the dead attempt's claim, and stores the run once.
+
+    SLURM checks time limits every 30 s and signals at the first check within a minute of the
+    warning time (30 s before a 2-minute limit): 60 to 90 s into an attempt, so every attempt
+    trains for a minute, more than the run's startup and an epoch even on a busy machine, and the
+    first cannot finish 10 epochs of about 12 s."""
     monkeypatch.setenv("SLURM_CONF", slurm_cluster)
-    result = invoke("run", "--task", "adding", "-o", "length=200", "--cell", "rnn_fused", "--launcher", "slurm",
-                    "--time-min", "1", "--requeues", "6", "--cpus-per-run", "2", "--wait", "--out", str(tmp_path))
+    result = invoke("run", "--task", "adding", "-o", "length=400", "--cell", "rnn_fused", "--launcher", "slurm",
+                    "--time-min", "2", "--requeues", "6", "--cpus-per-run", "2", "--wait", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "1 ok; report:" in result.output
     (row,) = ResultsStore(tmp_path).rows()
     assert row["status"] == "ok" and row["epochs"] == 10 and row["resumed"] >= 1, (row["resumed"], row["epochs"])
     assert [c["epoch"] for c in row["curve"]] == list(range(1, 11)), "every epoch once: none redone, none lost"
     (folder,) = (tmp_path / "slurm").glob("[0-9]*")
-    assert "#SBATCH --signal=USR2@15" in next(folder.glob("*_submission.sh")).read_text()
+    assert "#SBATCH --signal=USR2@30" in next(folder.glob("*_submission.sh")).read_text()
     log = "".join(p.read_text() for p in folder.glob("*_log.err"))
     assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log, log[-2000:]
     assert not list(tmp_path.glob("runs/*/claim.json")) and not list(tmp_path.glob("runs/*/resume"))
