@@ -407,7 +407,7 @@ def test_tsv_task_runs_on_a_user_corpus_and_needs_one(ding, shared_data, tmp_pat
     result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "entries=100"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "has no option 'entries'; its options: beam, length, length_by, dropout, embeddings, corpus" in result.output
     result = runner.invoke(app, [*args, "-o", "beam"], env={"COLUMNS": "200"})
-    assert result.exit_code == 2 and "--task-option must be NAME=VALUE, got 'beam'" in result.output
+    assert result.exit_code == 2 and "--task-option must be NAME=VALUE (e.g. length=100), got 'beam'" in result.output
     result = runner.invoke(app, [*args, "-o", f"corpus={path}", "-o", "length=0"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     (row,) = ResultsStore(tmp_path / "out").rows()
