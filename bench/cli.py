@@ -219,21 +219,18 @@ def run(
     if not memory_guard:  # in the environment: --parallel workers and SLURM's array tasks read it too
         os.environ["RNNBENCH_NO_MEMORY_GUARD"] = "1"
 
-    options = []
+    options: dict[str, str] = {}
     for text in task_option or []:
         name, value = key_value(text, "--task-option", "NAME=VALUE", "length=100")
-        given = dict(options)
-        if name in given and given[name] != value:
-            raise fail(f"--task-option {name} given twice ({given[name]} and {value}): one run has one value; "
+        if options.setdefault(name, value) != value:
+            raise fail(f"--task-option {name} given twice ({options[name]} and {value}): one run has one value; "
                        "run the command once per value")
-        if name not in given:
-            options.append((name, value))
     try:
         configs = expand(  # a value repeated (--seed 0 --seed 0) is one run
             list(dict.fromkeys(task or DEFAULT_TASKS)), list(dict.fromkeys(cell or DEFAULT_CELLS)),
             list(dict.fromkeys(seed or [0])), budget=budget.value, num_layers=layers,
             hidden_size=hidden, bidirectional=bidirectional, dropout=dropout, devices=devices, nodes=nodes,
-            accelerator=accelerator.value, precision=precision.value, task_options=tuple(options),
+            accelerator=accelerator.value, precision=precision.value, task_options=tuple(options.items()),
         )
     except ValueError as err:
         raise fail(str(err)) from None

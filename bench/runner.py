@@ -267,23 +267,22 @@ def resume_state(run_dir: Path, warn: Callable[[str], None] = lambda line: print
     folder = run_dir / "resume"
     last, saved = folder / "last.ckpt", folder / "run.json"
     try:
-        state = json.loads(saved.read_text()) if last.is_file() and saved.is_file() else {}
+        previous = json.loads(saved.read_text()) if last.is_file() and saved.is_file() else {}
     except (ValueError, UnicodeDecodeError):
-        state = {}
-    state_read = state = state if isinstance(state, dict) else {}
-    set_aside = None
+        previous = {}
+    previous = previous if isinstance(previous, dict) else {}
     why = readable_checkpoint(last) if last.is_file() else None
+    set_aside = previous.get("set_aside") if isinstance(previous.get("set_aside"), str) else None
     if why is not None:
-        set_aside = run_dir / f"last.ckpt.unreadable-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        os.replace(last, set_aside)
-        warn(f"the resume checkpoint {last} cannot be read ({why}): set aside as {set_aside.name}; "
-             "the run starts afresh")
-    resumed = state.get("resumed", -1)
+        aside = run_dir / f"last.ckpt.unreadable-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        os.replace(last, aside)
+        warn(f"the resume checkpoint {last} cannot be read ({why}): set aside as {aside.name}; the run starts afresh")
+        set_aside = str(aside)
+    resumed = previous.get("resumed", -1)
     state = {"resumed": resumed + 1 if last.is_file() and isinstance(resumed, int) else 0,
-             "wandb_id": state.get("wandb_id") if isinstance(state.get("wandb_id"), str) else uuid.uuid4().hex[:12]}
-    earlier = state_read.get("set_aside") if last.is_file() else None  # kept across later resumes
-    if set_aside is not None or isinstance(earlier, str):
-        state["set_aside"] = str(set_aside or earlier)
+             "wandb_id": previous["wandb_id"] if isinstance(previous.get("wandb_id"), str) else uuid.uuid4().hex[:12]}
+    if set_aside is not None:  # kept across later resumes
+        state["set_aside"] = set_aside
     folder.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(state))
     return (last if last.is_file() else None), state

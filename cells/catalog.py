@@ -50,9 +50,8 @@ def register_cell(
     if issubclass(cls, HandwrittenCell) and not compiled and name.endswith("_handwritten"):
         from cells.compiled import compiled_variant
 
-        CELLS.add(name.removesuffix("_handwritten") + "_compiled",
-                  CellSpec(name.removesuffix("_handwritten") + "_compiled", compiled_variant(cls),
-                           f"{name} with its time loop compiled (torch.compile)", twin, options, True))
+        register_cell(name.removesuffix("_handwritten") + "_compiled", compiled_variant(cls),
+                      f"{name} with its time loop compiled (torch.compile)", twin, compiled=True, **options)
     return spec
 
 
