@@ -161,6 +161,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def stored_config(config: RunConfig) -> dict[str, Any]:
+    """The configuration stored with a run: its identity and its budget's settings."""
+    return {**config.identity(), "budget_config": config.task_spec().budget(config.budget).config()}
+
+
 def _base_record(config: RunConfig) -> dict[str, Any]:
     task = config.task_spec()
     identity = config.identity()
@@ -172,7 +177,7 @@ def _base_record(config: RunConfig) -> dict[str, Any]:
         "metric_name": task.primary_metric, "higher_is_better": int(task.higher_is_better),
         "device": device_name(config.resolved_accelerator()), "environment": environment(config.resolved_accelerator()),
         "git_revision": git_revision(),
-        "config": {**identity, "budget_config": task.budget(config.budget).config()},
+        "config": stored_config(config),
         "started_at": _now(),
     }
     record["configuration_id"] = configuration_id(record["config"], record["device"])
