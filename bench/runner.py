@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import functools
 import json
@@ -11,7 +12,7 @@ import signal
 import sys
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -33,7 +34,7 @@ from bench.signals import die_with_parent
 from bench.store import DONE, ResultsStore, no_space, configuration_id, content_hash, stored_statuses
 from cells import CELLS
 from tasks import BUDGETS, TASKS, ModelConfig
-from tasks.base import initialise_cells
+from tasks.base import Budget, Task, initialise_cells
 
 ACCELERATORS = ("auto", "cpu", "cuda")
 KEEP_CHECKPOINTS = ("none", "best", "last")  # what a finished run keeps; see `finish_checkpoints`
@@ -62,7 +63,7 @@ class RunConfig:
         CELLS.get(self.cell)
         if self.budget not in BUDGETS:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
-        self.task_spec()
+        self.task_settings  # the task and its options resolve, or the configuration is refused
         if self.accelerator not in ACCELERATORS:
             raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
@@ -79,60 +80,79 @@ class RunConfig:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if self.dropout > 0 and self.num_layers == 1:
             raise ValueError(f"dropout={self.dropout} acts between layers, so it needs num_layers > 1 (--layers)")
-        if self.resolved_accelerator() == "cuda" and not torch.cuda.is_available():
+        if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("accelerator 'cuda' was asked for but torch sees no CUDA device")
-        self.resolved_precision()
+        self.resolved_precision
 
-    def task_spec(self):
+    # What the run's fields resolve to (the configured task, its budget, the device, precision and
+    # hidden size), each worked out once: a frozen dataclass's cached_property writes to the
+    # instance's __dict__ (`__getstate__` leaves them out of a pickle, for a SLURM job to resolve
+    # where it runs).
+    @functools.cached_property
+    def task_settings(self) -> Task:
         """The registered task with this run's options set: the budget's, then the user's."""
         return TASKS.get(self.task).configured(self.options)
 
-    @property
+    @functools.cached_property
+    def budget_settings(self) -> Budget:
+        return TASKS.get(self.task).budget(self.budget)
+
+    @functools.cached_property
     def options(self) -> dict[str, str]:
         """The task options this run sets: the budget's (`Budget.task_options`), then the user's."""
-        budget = TASKS.get(self.task).budget(self.budget)
-        return {**{k: str(v) for k, v in budget.task_options}, **dict(self.task_options)}
+        return {**{k: str(v) for k, v in self.budget_settings.task_options}, **dict(self.task_options)}
 
-    def resolved_accelerator(self) -> str:
+    @functools.cached_property
+    def device(self) -> str:
+        """The accelerator the run trains on: cpu or cuda (auto: cuda when available)."""
         if self.accelerator == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.accelerator
 
+    @functools.cached_property
     def resolved_precision(self) -> str:
-        return resolve_precision(self.precision, self.resolved_accelerator())
+        return resolve_precision(self.precision, self.device)
 
-    @property
+    @functools.cached_property
     def resolved_hidden_size(self) -> int:
-        return self.hidden_size or TASKS.get(self.task).budget(self.budget).hidden_for(CELLS.get(self.cell).architecture)
+        return self.hidden_size or self.budget_settings.hidden_for(CELLS.get(self.cell).architecture)
 
-    def identity(self) -> dict[str, Any]:
-        task = self.task_spec()
+    @functools.cached_property
+    def _identity(self) -> dict[str, Any]:
+        task = self.task_settings
         return {
             "task": self.task, "task_version": task.version, "task_config": task.config(),
             "cell": self.cell, "seed": self.seed,
             "budget": self.budget, "num_layers": self.num_layers, "hidden_size": self.resolved_hidden_size,
             "bidirectional": self.bidirectional, "dropout": self.dropout, "devices": self.devices,
-            "accelerator": self.resolved_accelerator(),
+            "accelerator": self.device,
             **({"nodes": self.nodes} if self.nodes > 1 else {}),  # 1 stays out of the hash: stored runs keep their ids
             # 32, the only precision before the option existed, stays out of the hash: stored runs keep their ids
-            **({"precision": self.resolved_precision()} if self.resolved_precision() != "32" else {}),
+            **({"precision": self.resolved_precision} if self.resolved_precision != "32" else {}),
         }
 
-    def network(self, task, datamodule) -> torch.nn.Module:
-        """The run's network, initialised as its budget says (`task`: `task_spec()`; after
-        `datamodule.prepare_data()`: a task may size its network by the data)."""
+    def identity(self) -> dict[str, Any]:
+        """What the run computes: the fields its id hashes."""
+        return copy.deepcopy(self._identity)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def network(self, datamodule) -> torch.nn.Module:
+        """The run's network, initialised as its budget says (after `datamodule.prepare_data()`: a
+        task may size its network by the data)."""
         model = ModelConfig(self.cell, self.resolved_hidden_size, self.num_layers, self.bidirectional, self.dropout)
-        return initialise_cells(task.network(model, datamodule, self.budget), task.budget(self.budget))
+        return initialise_cells(self.task_settings.network(model, datamodule, self.budget_settings), self.budget_settings)
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
-        return content_hash(self.identity())
+        return content_hash(self._identity)
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         model = f"{self.num_layers}x{self.resolved_hidden_size}" + ("-bi" if self.bidirectional else "")
         options = "".join(f" {k}={v}" for k, v in self.options.items())
-        precision = "" if self.resolved_precision() == "32" else f" precision={self.resolved_precision()}"
+        precision = "" if self.resolved_precision == "32" else f" precision={self.resolved_precision}"
         return f"{self.task}{options} {self.cell} {model} seed={self.seed} budget={self.budget}{precision}"
 
 
@@ -163,19 +183,19 @@ def _now() -> str:
 
 def stored_config(config: RunConfig) -> dict[str, Any]:
     """The configuration stored with a run: its identity and its budget's settings."""
-    return {**config.identity(), "budget_config": config.task_spec().budget(config.budget).config()}
+    return {**config.identity(), "budget_config": config.budget_settings.config()}
 
 
 def _base_record(config: RunConfig) -> dict[str, Any]:
-    task = config.task_spec()
+    task = config.task_settings
     identity = config.identity()
     record = {
         "run_id": config.run_id, "task": config.task, "task_version": task.version, "cell": config.cell,
         "seed": config.seed, "budget": config.budget, "num_layers": config.num_layers,
         "hidden_size": identity["hidden_size"], "bidirectional": int(config.bidirectional), "devices": config.devices,
-        "precision": config.resolved_precision(), "nodes": config.nodes,
+        "precision": config.resolved_precision, "nodes": config.nodes,
         "metric_name": task.primary_metric, "higher_is_better": int(task.higher_is_better),
-        "device": device_name(config.resolved_accelerator()), "environment": environment(config.resolved_accelerator()),
+        "device": device_name(config.device), "environment": environment(config.device),
         "git_revision": git_revision(),
         "config": stored_config(config),
         "started_at": _now(),
@@ -188,14 +208,14 @@ def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None,
                      store_name: str = "results.sqlite") -> int:
     """Score the task's baselines on the run's test split, once per task configuration and budget;
     return how many were computed now (0 when the store already holds them)."""
-    task = config.task_spec()
-    budget = task.budget(config.budget)
+    task = config.task_settings
+    budget = config.budget_settings
     task_config = task.baseline_config()  # model-only options left out: one set of baselines serves them all
     task_configuration_id = content_hash([task_config, config.budget])
     store = ResultsStore(out, store_name)
     if store.has("task_configuration_id", task_configuration_id, "baselines"):
         return 0
-    datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download,
+    datamodule = task.datamodule(data_dir, budget.batch_size, budget, download=download,
                                  run_dir=out / "runs" / config.run_id)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -315,16 +335,16 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
     Each epoch's end saves a full checkpoint (`run_dir/resume/last.ckpt`: weights, optimiser,
     schedule, loops, the measuring callback, random states); a run started again after its process
     was killed goes on from there, and its record counts the resumes."""
-    task = config.task_spec()
-    budget = task.budget(config.budget)
+    task = config.task_settings
+    budget = config.budget_settings
     record = _base_record(config)
     run_dir = out / "runs" / config.run_id
     resume_from, resume = resume_state(run_dir)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule = task.datamodule(data_dir, budget.batch_size, config.budget, download=download, run_dir=run_dir)
+    datamodule = task.datamodule(data_dir, budget.batch_size, budget, download=download, run_dir=run_dir)
     datamodule.prepare_data()  # here, before the network: a task may size its network by the data
-    network = config.network(task, datamodule)
-    check_fits(network, budget.optimizer, config.resolved_accelerator())
+    network = config.network(datamodule)
+    check_fits(network, budget.optimizer, config.device)
     module = BenchModule(network, task, budget, config=record["config"], precision=record["precision"])
 
     monitor = f"val/{task.primary_metric}"
@@ -335,7 +355,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
     last = ModelCheckpoint(dirpath=run_dir / "resume", filename="last", monitor=None, save_top_k=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
     measure = Measure(monitor=monitor, mode=mode)
-    watch = [MemoryWatch()] if memory_guard() and config.resolved_accelerator() == "cpu" else []
+    watch = [MemoryWatch()] if memory_guard() and config.device == "cpu" else []
     logger = False
     if use_wandb:
         from lightning.pytorch.loggers import WandbLogger
@@ -348,7 +368,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
             save_dir=str(out), config=record["config"], mode=wandb_mode(),
         )
     trainer = L.Trainer(
-        accelerator=config.resolved_accelerator(), devices=config.devices,
+        accelerator=config.device, devices=config.devices,
         precision=lightning_precision(record["precision"]),
         # several devices: under srun (SLURM started one process per device) Lightning's SLURM
         # environment joins them; elsewhere Lightning spawns the processes
@@ -385,7 +405,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wand
             import wandb
 
             wandb.finish()
-    accelerator = config.resolved_accelerator()
+    accelerator = config.device
     record.update(
         status="ok",
         metric_value=tested[f"test/{task.primary_metric}"],
@@ -504,7 +524,7 @@ def run_matrix(
     if parallel > 1 and len(pending) > 1:
         import multiprocessing
 
-        accelerator = pending[0].resolved_accelerator()
+        accelerator = pending[0].device
         if accelerator == "cuda":
             places, share = device_slots(parallel, torch.cuda.device_count())
         else:  # every worker shares the one CPU

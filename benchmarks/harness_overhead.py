@@ -53,12 +53,12 @@ def bare_fit(task_name: str, cell: str, budget_name: str, seed: int, data_dir: s
     L.seed_everything(seed, verbose=False)
     task = TASKS.get(task_name)
     budget = task.budget(budget_name)
-    data = task.datamodule(data_dir, budget.batch_size, budget_name)
+    data = task.datamodule(data_dir, budget.batch_size, budget)
     data.prepare_data()
     data.setup("fit")
     train = tuple(t.to(device) for t in split_tensors(data.train_set))
     val = tuple(t.to(device) for t in split_tensors(data.val_set))
-    network = task.network(ModelConfig(cell, hidden or budget.hidden_size), data, budget_name)
+    network = task.network(ModelConfig(cell, hidden or budget.hidden_size), data, budget)
     network = initialise_cells(network, budget).to(device)
     batches = len(train[0]) // budget.batch_size  # drop_last, as the harness's loader
     if budget.train_batches is not None:

@@ -23,7 +23,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from cells import build_cell
-from tasks.base import Baseline, Budget, ModelConfig, Option, Task, last_state_features, positive_int, register_task
+from tasks.base import Baseline, Budget, Splits, ModelConfig, Option, Task, last_state_features, positive_int, register_task
 from tasks.data import TensorBatches, TensorDataModule
 
 SPLIT_SEEDS = {"train": 1997, "val": 1998, "test": 1999}
@@ -52,14 +52,14 @@ class AddingData(TensorDataModule):
 
     eval_batch_factor = 4
 
-    def __init__(self, batch_size: int, sizes: dict[str, int], length: int):
+    def __init__(self, batch_size: int, sizes: Splits, length: int):
         super().__init__()
         self.batch_size, self.sizes, self.length = batch_size, sizes, length
 
     def setup(self, stage: str | None = None) -> None:
         if not hasattr(self, "test_set"):
             self.train_set, self.val_set, self.test_set = (
-                TensorBatches(*adding_sequences(self.sizes[s], self.length, SPLIT_SEEDS[s])) for s in ("train", "val", "test")
+                TensorBatches(*adding_sequences(getattr(self.sizes, s), self.length, SPLIT_SEEDS[s])) for s in ("train", "val", "test")
             )
 
 
@@ -107,16 +107,16 @@ class AddingTask(Task):
     version = 2
     budgets = {
         "smoke": Budget(max_epochs=3, batch_size=32, hidden_size=16, lr=1e-2, train_batches=4, val_batches=1,
-                        test_batches=2, note="3 epochs of 4 training batches: checks the path (resuming too), not memory"),
+                        test_batches=2, sizes=Splits(train=256, val=64, test=128),
+                        note="3 epochs of 4 training batches: checks the path (resuming too), not memory"),
         "quick": Budget(max_epochs=10, batch_size=64, hidden_size=64, lr=1e-2, forget_bias=1.0,
+                        sizes=Splits(train=20000, val=1000, test=10000),
                         note="10 epochs of 20,000 sequences (3,120 steps), hidden 64, lr 1e-2, the LSTM's forget-gate "
                         "bias 1"),
         "paper": Budget(max_epochs=50, batch_size=64, hidden_size=128, lr=1e-3,
+                        sizes=Splits(train=100000, val=10000, test=10000),
                         note="50 epochs of 100,000 sequences, hidden 128, lr 1e-3"),
     }
-    SIZES = {"smoke": {"train": 256, "val": 64, "test": 128},
-             "quick": {"train": 20000, "val": 1000, "test": 10000},
-             "paper": {"train": 100000, "val": 10000, "test": 10000}}
 
     def configured(self, raw):
         task = super().configured(raw)
@@ -125,7 +125,7 @@ class AddingTask(Task):
         return task
 
     def datamodule(self, data_dir, batch_size, budget, download=True, run_dir=None):
-        return AddingData(batch_size, self.SIZES[budget], self.settings["length"])
+        return AddingData(batch_size, budget.sizes, self.settings["length"])
 
     def network(self, model, datamodule=None, budget=None):
         return SequenceRegressor(model)
@@ -140,7 +140,7 @@ class AddingTask(Task):
         return [Baseline("predict 1", "always the expected sum, 1 (MSE = 2/12 in expectation)", Constant(CONSTANT_BASELINE))]
 
     def config(self):
-        return {**super().config(), "split_seeds": SPLIT_SEEDS, "sizes": self.SIZES,
+        return {**super().config(), "split_seeds": SPLIT_SEEDS, "sizes": self.split_sizes(),
                 "marks": "one in each half of the sequence"}
 
 

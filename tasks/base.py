@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,8 +20,21 @@ SCHEDULES = ("cosine", "constant")
 
 
 @dataclass(frozen=True)
+class Splits:
+    """How many examples each split holds, for a task that draws or composes its data."""
+
+    train: int
+    val: int
+    test: int
+
+
+@dataclass(frozen=True)
 class Budget:
-    """How long a run trains, and the model size and optimiser it trains with by default."""
+    """How long a run trains, and the model size, optimiser and data it trains with by default.
+
+    A task with settings of its own per budget (a vocabulary size, say) subclasses it; the stored
+    `budget_config` holds the fields of this class (`config`), and the task's `config` stores what
+    of its own fields defines its runs."""
 
     max_epochs: int
     batch_size: int
@@ -44,6 +57,8 @@ class Budget:
     # hidden sizes other than `hidden_size` by cell architecture, as (architecture, size) pairs: a
     # protocol that compares the cells at one parameter count (Bai et al. 2018: about 70K)
     hidden_by_architecture: tuple[tuple[str, int], ...] = ()
+    # the splits' sizes for a task that draws or composes its data (the task's `config` stores them)
+    sizes: Splits | None = None
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -58,12 +73,11 @@ class Budget:
     def config(self) -> dict[str, Any]:
         """The budget as stored with a run; the pair fields only where set, so that the runs of a budget
         without them keep their configuration ids."""
-        out = asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(Budget) if f.name != "sizes"}
+        out["task_options"], out["hidden_by_architecture"] = dict(self.task_options), dict(self.hidden_by_architecture)
         for name in ("task_options", "hidden_by_architecture"):
             if not out[name]:
                 del out[name]
-            else:
-                out[name] = dict(out[name])
         return out
 
 
@@ -161,15 +175,20 @@ class Task:
         return task
 
     def datamodule(
-        self, data_dir: Path | None, batch_size: int, budget: str, download: bool = True, run_dir: Path | None = None
+        self, data_dir: Path | None, batch_size: int, budget: Budget, download: bool = True, run_dir: Path | None = None
     ) -> L.LightningDataModule:
-        """The data; `download`: fetch missing files (in `prepare_data`, one process); `run_dir`:
-        where files that belong to the run (a tokenizer, say) are saved."""
+        """The data, in batches of `batch_size` (the runner's: the budget's); `download`: fetch
+        missing files (in `prepare_data`, one process); `run_dir`: where files that belong to the run
+        (a tokenizer, say) are saved."""
         raise NotImplementedError
 
-    def network(self, model: ModelConfig, datamodule: L.LightningDataModule, budget: str) -> nn.Module:
+    def network(self, model: ModelConfig, datamodule: L.LightningDataModule, budget: Budget) -> nn.Module:
         """The network; called after `datamodule.prepare_data()`."""
         raise NotImplementedError
+
+    def split_sizes(self) -> dict[str, dict[str, int]]:
+        """The splits' sizes of every budget, as the task's config stores them."""
+        return {name: asdict(budget.sizes) for name, budget in self.budgets.items()}
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError

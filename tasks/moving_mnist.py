@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from cells import build_cell
 from reports import figures
-from tasks.base import Baseline, Budget, ModelConfig, Option, StateBridge, Task, positive_int, register_task
+from tasks.base import Baseline, Budget, Splits, ModelConfig, Option, StateBridge, Task, positive_int, register_task
 from tasks.data import GeneratedBatches
 from tasks.mnist_data import MNISTDataModule
 
@@ -97,14 +97,14 @@ class MovingMNIST(GeneratedBatches):
 
 
 class MovingMNISTData(MNISTDataModule):
-    def __init__(self, data_dir, batch_size: int, sizes: dict[str, int], frame_step: int, download: bool):
+    def __init__(self, data_dir, batch_size: int, sizes: Splits, frame_step: int, download: bool):
         super().__init__(data_dir, batch_size, download)
         self.sizes, self.frame_step = sizes, frame_step
 
     def build(self, mnist):
         digits = {"train": mnist["train_images"][:-VALIDATION_DIGITS], "val": mnist["train_images"][-VALIDATION_DIGITS:],
                   "test": mnist["test_images"]}
-        return tuple(MovingMNIST(digits[s], self.sizes[s], SPLIT_SEEDS[s], self.frame_step) for s in ("train", "val", "test"))
+        return tuple(MovingMNIST(digits[s], getattr(self.sizes, s), SPLIT_SEEDS[s], self.frame_step) for s in ("train", "val", "test"))
 
 
 def _downsampler(width: int) -> nn.ModuleList:
@@ -308,17 +308,17 @@ class MovingMNISTTask(Task):
     }
     budgets = {
         "smoke": Budget(max_epochs=1, batch_size=8, hidden_size=32, lr=1e-3, train_batches=4, val_batches=1, test_batches=2,
+                        sizes=Splits(train=64, val=16, test=32),
                         note="4 training batches: checks the path, not quality"),
-        "quick": Budget(max_epochs=5, batch_size=32, hidden_size=256, lr=2e-3, note="5 epochs of 4,000 sequences"),
+        "quick": Budget(max_epochs=5, batch_size=32, hidden_size=256, lr=2e-3, sizes=Splits(train=4000, val=256, test=1000),
+                        note="5 epochs of 4,000 sequences"),
         "paper": Budget(max_epochs=50, batch_size=16, hidden_size=2048, lr=1e-4,
+                        sizes=Splits(train=10000, val=1000, test=10000),
                         note="hidden 2048 as the paper's fully-connected LSTM; 50 epochs of 10,000 sequences"),
     }
-    SIZES = {"smoke": {"train": 64, "val": 16, "test": 32},
-             "quick": {"train": 4000, "val": 256, "test": 1000},
-             "paper": {"train": 10000, "val": 1000, "test": 10000}}
 
     def datamodule(self, data_dir, batch_size, budget, download=True, run_dir=None):
-        return MovingMNISTData(data_dir, batch_size, self.SIZES[budget], self.settings["frame_step"], download)
+        return MovingMNISTData(data_dir, batch_size, budget.sizes, self.settings["frame_step"], download)
 
     def training_loss(self, network, batch):
         inputs, target = batch
@@ -330,11 +330,11 @@ class MovingMNISTTask(Task):
         network.training_steps += 1
         return self.loss(network(inputs, truth=target, teacher=teacher), target)
 
-    def network(self, model, datamodule=None, budget="quick"):
+    def network(self, model, datamodule=None, budget=None):
         network = FramePredictor(model, self.settings["frames"])
-        spec = self.budget(budget)
-        per_epoch = self.SIZES[budget]["train"] // spec.batch_size
-        network.total_steps = spec.max_epochs * min(per_epoch, spec.train_batches or per_epoch)  # for the schedule
+        budget = budget or self.budget("quick")
+        per_epoch = budget.sizes.train // budget.batch_size
+        network.total_steps = budget.max_epochs * min(per_epoch, budget.train_batches or per_epoch)  # for the schedule
         network.training_steps = 0
         return network
 
@@ -382,7 +382,7 @@ class MovingMNISTTask(Task):
 
     def config(self):
         return {**super().config(), "frames": FRAMES, "input_frames": INPUT_FRAMES, "size": SIZE,
-                "digits": DIGITS_PER_SEQUENCE, "step_pixels": STEP, "sizes": self.SIZES}
+                "digits": DIGITS_PER_SEQUENCE, "step_pixels": STEP, "sizes": self.split_sizes()}
 
 
 def save_strip(inputs: Tensor, target: Tensor, predicted: Tensor, path: Path) -> Path:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from cells import build_cell
 from reports import figures
-from tasks.base import Baseline, Budget, ModelConfig, Task, register_task
+from tasks.base import Baseline, Budget, Splits, ModelConfig, Task, register_task
 from tasks.data import GeneratedBatches
 from tasks.mnist_data import MNISTDataModule
 
@@ -84,7 +84,7 @@ class Scenes(GeneratedBatches):
 
 
 class ScenesData(MNISTDataModule):
-    def __init__(self, data_dir, batch_size: int, sizes: dict[str, int], download: bool):
+    def __init__(self, data_dir, batch_size: int, sizes: Splits, download: bool):
         super().__init__(data_dir, batch_size, download)
         self.sizes = sizes
 
@@ -93,7 +93,7 @@ class ScenesData(MNISTDataModule):
         pools = {"train": (mnist["train_images"][:cut], mnist["train_labels"][:cut]),
                  "val": (mnist["train_images"][cut:], mnist["train_labels"][cut:]),
                  "test": (mnist["test_images"], mnist["test_labels"])}
-        return tuple(Scenes(*pools[s], self.sizes[s], SPLIT_SEEDS[s]) for s in ("train", "val", "test"))
+        return tuple(Scenes(*pools[s], getattr(self.sizes, s), SPLIT_SEEDS[s]) for s in ("train", "val", "test"))
 
 
 class ReNetSegmenter(nn.Module):
@@ -158,6 +158,7 @@ class SegmentationTask(Task):
     higher_is_better = True
     budgets = {
         "smoke": Budget(max_epochs=1, batch_size=8, hidden_size=16, lr=3e-3, train_batches=4, val_batches=1, test_batches=2,
+                        sizes=Splits(train=64, val=16, test=32),
                         note="4 training batches: checks the path, not quality"),
         # Version 2's 8 epochs at lr 3e-3 took 4.7 min (GRU) and 5.7 min (LSTM) on a 2-core CPU, over the
         # 4 a quick run may take; 6 of them left the LSTM at 32 % mIoU. The LSTM started slowest, so the
@@ -166,15 +167,14 @@ class SegmentationTask(Task):
         # 6 epochs at 1e-2, 54.4 % (bare loop, one seed). The recurrent sweeps are 60-70 % of a step;
         # a batch of 64 costs twice one of 32.
         "quick": Budget(max_epochs=6, batch_size=32, hidden_size=64, lr=1e-2, forget_bias=1.0,
+                        sizes=Splits(train=4000, val=500, test=2000),
                         note="6 epochs of 4,000 scenes, lr 1e-2, LSTM forget-gate bias 1"),
-        "paper": Budget(max_epochs=50, batch_size=32, hidden_size=128, lr=1e-3, note="50 epochs of 20,000 scenes"),
+        "paper": Budget(max_epochs=50, batch_size=32, hidden_size=128, lr=1e-3, sizes=Splits(train=20000, val=2000, test=10000),
+                        note="50 epochs of 20,000 scenes"),
     }
-    SIZES = {"smoke": {"train": 64, "val": 16, "test": 32},
-             "quick": {"train": 4000, "val": 500, "test": 2000},
-             "paper": {"train": 20000, "val": 2000, "test": 10000}}
 
     def datamodule(self, data_dir, batch_size, budget, download=True, run_dir=None):
-        return ScenesData(data_dir, batch_size, self.SIZES[budget], download)
+        return ScenesData(data_dir, batch_size, budget.sizes, download)
 
     def network(self, model, datamodule=None, budget=None):
         return ReNetSegmenter(model)
@@ -207,7 +207,7 @@ class SegmentationTask(Task):
     def config(self):
         return {**super().config(), "canvas": [HEIGHT, WIDTH], "classes": CLASSES, "patch": PATCH,
                 "background_weight": BACKGROUND_WEIGHT,
-                "stroke_threshold": STROKE, "sizes": self.SIZES}
+                "stroke_threshold": STROKE, "sizes": self.split_sizes()}
 
 
 def save_masks(images: Tensor, labels: Tensor, predicted: Tensor, path: Path) -> Path:

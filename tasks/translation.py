@@ -46,7 +46,6 @@ from tasks.translation_data import Corpus, entries_to_add, find_ding, parse_ding
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>"]
 MAX_TRAIN_TOKENS = 48  # longer training pairs (either side, in BPE tokens) are left out and counted
-VOCAB_SIZE = {"smoke": 400, "quick": 4000, "paper": 8000}  # quick: 2,000 scored BLEU 4.0 where 4,000 scored 4.2
 EXAMPLES = 6
 MAX_PICTURE_TOKENS = 40  # output tokens shown in the attention picture
 # the dictionary entries a Ding task trains on beside the sentences by default (`-o entries=N`).
@@ -641,11 +640,18 @@ class Seq2SeqSettings:
 # and 64 (the same training loss; the GRU's test BLEU fell with the width, the LSTM's did not); three
 # seeds of `rnnbench run` scored a little under version 8 (LSTM BLEU 5.06 against 5.49, p = 0.07) in
 # 0.72x (GRU) and 0.83x (LSTM) of its training time (docs/results.md)
-SETTINGS = {"smoke": Seq2SeqSettings(32, 0.0, 0.0), "quick": Seq2SeqSettings(128, 0.1, 0.1, attention=128, tie=True),
-            "paper": Seq2SeqSettings(256, 0.3, 0.1)}
+@dataclass(frozen=True)
+class TranslationBudget(Budget):
+    """A budget with the translation network's settings and the BPE vocabulary's size (the
+    task's config stores both, by budget)."""
+
+    vocab_size: int = 4000
+    network: Seq2SeqSettings = Seq2SeqSettings(128, 0.1, 0.1)
+
 
 BUDGETS = {
-    "smoke": Budget(max_epochs=1, batch_size=32, hidden_size=32, lr=3e-3, train_batches=6, val_batches=1, test_batches=2,
+    "smoke": TranslationBudget(max_epochs=1, batch_size=32, hidden_size=32, lr=3e-3, train_batches=6, val_batches=1,
+                    test_batches=2, vocab_size=400, network=Seq2SeqSettings(32, 0.0, 0.0),
                     note="6 training batches: checks the path, not quality"),
     # version 2 (additive attention, lr 2e-3, BPE 2000, greedy test, 10 epochs) took 11.4 min for the
     # attention LSTM on a 2-core CPU and scored BLEU 1.80, chrF 17.1; measured figures in docs/results.md
@@ -663,11 +669,13 @@ BUDGETS = {
     # 21.98, 21.11; at hidden 128 neither its dropout (0-0.2) nor its lr (3e-3-6e-3) lifted it over 22. A step at
     # hidden 192 or 160 costs 0.75-0.83x one at 256 (the embedding, output layer and attention keep their width);
     # at hidden 192 (seed 0) both cells met the quality floors in 9.6 (LSTM) and 10.2 min (GRU) a run
-    "quick": Budget(max_epochs=14, batch_size=64, hidden_size=256, lr=4e-3,
+    "quick": TranslationBudget(max_epochs=14, batch_size=64, hidden_size=256, lr=4e-3, vocab_size=4000,
+                    network=Seq2SeqSettings(128, 0.1, 0.1, attention=128, tie=True),
                     note="14 epochs, hidden 256, embedding 128 (tied to the output layer), dropout 0.1, label smoothing "
                     "0.1, attention 128, "
                     "BPE 4000 (punctuation split off), beam 5, length exponent by the validation outputs' length"),
-    "paper": Budget(max_epochs=30, batch_size=64, hidden_size=512, lr=1e-3, note="30 epochs, hidden 512"),
+    "paper": TranslationBudget(max_epochs=30, batch_size=64, hidden_size=512, lr=1e-3, vocab_size=8000,
+                    network=Seq2SeqSettings(256, 0.3, 0.1), note="30 epochs, hidden 512"),
 }
 
 
@@ -706,10 +714,10 @@ class TranslationTask(Task):
         }
         self.options["dropout"] = Option(None, _dropout, "dropout on the embeddings and on the decoder's features "
                                          "before the output layer (default: the budget's, quick "
-                                         f"{SETTINGS['quick'].dropout})", model_only=True)
+                                         f"{BUDGETS['quick'].network.dropout})", model_only=True)
         self.options["embeddings"] = Option(None, _embeddings, "tied: the output layer's weights are the "
                                             "embedding's (Press & Wolf 2017); apart: its own (default: the budget's, "
-                                            f"quick {'tied' if SETTINGS['quick'].tie else 'apart'})", model_only=True)
+                                            f"quick {'tied' if BUDGETS['quick'].network.tie else 'apart'})", model_only=True)
         if attention:
             self.options["score"] = Option("additive", _attention_score, "attention score: additive (v . tanh(W q + "
                                            "U k), Bahdanau et al. 2015) or general (q . W k, Luong et al. 2015; "
@@ -717,7 +725,7 @@ class TranslationTask(Task):
                                            model_only=True)
             self.options["attention_size"] = Option(None, positive_int, "the additive score's size (the width of "
                                                     "its tanh layer; default: the budget's, quick "
-                                                    f"{SETTINGS['quick'].attention}, else the hidden size; version 8's "
+                                                    f"{BUDGETS['quick'].network.attention}, else the hidden size; version 8's "
                                                     "is the hidden size)", model_only=True)
             self.options["output"] = Option("copy", _output, "copy: the output layer's distribution mixed with the "
                                             "attention on the source's tokens (a pointer-generator, See et al. 2017); "
@@ -750,12 +758,12 @@ class TranslationTask(Task):
     def datamodule(self, data_dir, batch_size, budget, download=True, run_dir=None):
         from functools import partial
 
-        return TranslationData(partial(self.load_corpus, data_dir), batch_size, VOCAB_SIZE[budget], run_dir,
-                               val_batches=BUDGETS[budget].val_batches,
+        return TranslationData(partial(self.load_corpus, data_dir), batch_size, budget.vocab_size, run_dir,
+                               val_batches=budget.val_batches,
                                dictionary_entries=self.settings.get("entries", 0))
 
-    def network(self, model, datamodule, budget="quick"):
-        settings = SETTINGS[budget]
+    def network(self, model, datamodule, budget=None):
+        settings = (budget or self.budget("quick")).network
         dropout, embeddings = self.settings.get("dropout"), self.settings.get("embeddings")
         return Seq2Seq(model, datamodule.vocab_size, self.attention, settings.embed,
                        settings.dropout if dropout is None else dropout,
@@ -870,8 +878,8 @@ class TranslationTask(Task):
         corpus = self.settings.get("corpus")
         fingerprint = {"corpus_md5": file_md5(corpus)} if corpus else {}
         return {**super().config(), **fingerprint, "attention": self.attention, "max_train_tokens": MAX_TRAIN_TOKENS,
-                "vocab_size": VOCAB_SIZE, "pre_tokenizer": "metaspace + punctuation",
-                "network": {k: asdict(v) for k, v in SETTINGS.items()},
+                "vocab_size": {k: b.vocab_size for k, b in self.budgets.items()}, "pre_tokenizer": "metaspace + punctuation",
+                "network": {k: asdict(b.network) for k, b in self.budgets.items()},
                 "split": "sha1(source) buckets: 5% test, 5% validation, 90% train"}
 
 

@@ -32,7 +32,7 @@ def test_splits_are_disjoint_by_seed():
 
 def test_predicting_one_scores_the_variance_of_a_sum_of_two_uniforms():
     task = TASKS.get("adding").configured({"length": "200"})
-    data = task.datamodule(None, 64, "quick")
+    data = task.datamodule(None, 64, task.budget("quick"))
     data.setup("fit")
     (baseline,) = task.baselines(data)
     metrics, samples = task.score_baseline(baseline, data)
@@ -42,7 +42,7 @@ def test_predicting_one_scores_the_variance_of_a_sum_of_two_uniforms():
 
 def test_length_option_sets_the_sequence_and_rejects_nonsense():
     task = TASKS.get("adding").configured({"length": "30"})
-    data = task.datamodule(None, 8, "smoke")
+    data = task.datamodule(None, 8, task.budget("smoke"))
     data.setup("fit")
     assert data.train_set.tensors[0].shape[1:] == (30, 2)
     with pytest.raises(ValueError, match="length"):

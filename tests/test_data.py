@@ -39,7 +39,7 @@ class OneAtATime(Dataset):
 
 @pytest.mark.parametrize("task", ["mnist-row", "adding", "segmentation-mnist-scenes", "video-moving-mnist"])
 def test_batches_equal_a_plain_loader_item_by_item_for_a_seed(task, shared_data):
-    data = TASKS.get(task).datamodule(shared_data, 8, "smoke", download=False)
+    data = TASKS.get(task).datamodule(shared_data, 8, TASKS.get(task).budget("smoke"), download=False)
     data.prepare_data()
     data.setup("fit")
     inner = data.train_set.dataset if isinstance(data.train_set, torch.utils.data.Subset) else data.train_set
@@ -60,7 +60,7 @@ def test_batches_equal_a_plain_loader_item_by_item_for_a_seed(task, shared_data)
 def test_shuffled_batches_draw_what_the_dataloader_draws(shared_data):
     """Training batches come without a DataLoader; what draws from torch's generator after them
     (dropout, the next epoch's order) must see the same numbers as after a DataLoader's epoch."""
-    data = TASKS.get("mnist-row").datamodule(shared_data, 32, "smoke", download=False)
+    data = TASKS.get("mnist-row").datamodule(shared_data, 32, TASKS.get("mnist-row").budget("smoke"), download=False)
     data.prepare_data()
     data.setup("fit")
     assert isinstance(data.train_dataloader(), ShuffledBatches)
@@ -81,7 +81,7 @@ def test_shuffled_batches_draw_what_the_dataloader_draws(shared_data):
 
 
 def test_ddp_keeps_the_dataloader_for_its_distributed_sampler(shared_data):
-    data = TASKS.get("mnist-row").datamodule(shared_data, 32, "smoke", download=False)
+    data = TASKS.get("mnist-row").datamodule(shared_data, 32, TASKS.get("mnist-row").budget("smoke"), download=False)
     data.prepare_data()
     data.setup("fit")
     data.trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(root_device=torch.device("cpu")))
@@ -120,7 +120,7 @@ def test_a_nan_loss_fails_the_run_within_the_check_window(tmp_path):
     task = TASKS.get("adding").configured({"length": "5"})
     budget = task.budget("smoke")
     steps = FINITE_CHECK_EVERY + 10
-    data = task.datamodule(None, 4, "smoke")
+    data = task.datamodule(None, 4, task.budget("smoke"))
     data.sizes = {"train": 4 * steps, "val": 8, "test": 8}
     module = BenchModule(NaNAfter(bad=FINITE_CHECK_EVERY + 3), task, budget)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,

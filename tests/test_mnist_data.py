@@ -43,12 +43,12 @@ def test_side_option_is_checked_and_the_quick_budget_sets_it():
     with pytest.raises(ValueError, match="task 'mnist-row' has no option 'side'"):
         TASKS.get("mnist-row").configured({"side": "14"})
     quick = RunConfig(task="mnist-snake", cell="lstm_fused")
-    assert quick.task_spec().steps == 196 and quick.identity()["task_config"]["options"] == {"side": 14}
+    assert quick.task_settings.steps == 196 and quick.identity()["task_config"]["options"] == {"side": 14}
     assert "mnist-snake side=14 lstm_fused" in quick.label
     full = RunConfig(task="mnist-snake", cell="lstm_fused", task_options=(("side", "28"),))  # the user's value wins
-    assert full.task_spec().steps == 784 and full.run_id != quick.run_id and "side=28" in full.label
+    assert full.task_settings.steps == 784 and full.run_id != quick.run_id and "side=28" in full.label
     paper = RunConfig(task="mnist-snake", cell="lstm_fused", budget="paper")
-    assert paper.task_spec().steps == 784 and "side" not in paper.label
+    assert paper.task_settings.steps == 784 and "side" not in paper.label
 
 
 def test_scan_orders():
@@ -60,7 +60,7 @@ def test_scan_orders():
 
 def test_scanned_sequence_holds_the_image(shared_data):
     task = TASKS.get("mnist-zigzag")
-    data = task.datamodule(shared_data, 8, "smoke", download=False)
+    data = task.datamodule(shared_data, 8, task.budget("smoke"), download=False)
     data.setup("fit")
     image = load_mnist(shared_data, download=False)["test_images"][0]
     sequence = data.test_set[0][0]  # (784, 1)
@@ -75,7 +75,7 @@ def test_scanned_sequence_holds_the_image(shared_data):
 
 def test_pooled_scan_holds_the_pooled_image(shared_data):
     task = TASKS.get("mnist-zigzag").configured({"side": "14"})
-    data = task.datamodule(shared_data, 8, "quick", download=False)
+    data = task.datamodule(shared_data, 8, task.budget("quick"), download=False)
     data.setup("fit")
     image = load_mnist(shared_data, download=False)["test_images"][0]
     sequence = data.test_set[0][0]

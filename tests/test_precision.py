@@ -56,7 +56,7 @@ def test_one_place_sets_every_backend(precision, restored_backends):
 
 def test_fp32_runs_keep_their_identity_and_store_their_precision():
     run = RunConfig(task="mnist-row", cell="gru_fused", accelerator="cpu")
-    assert run.resolved_precision() == "32" and "precision" not in run.identity()
+    assert run.resolved_precision == "32" and "precision" not in run.identity()
     assert RunConfig(task="mnist-row", cell="gru_fused", accelerator="cpu", precision="32").run_id == run.run_id
 
 

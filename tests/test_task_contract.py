@@ -34,10 +34,10 @@ def test_task_contract(name, shared_data, tsv_corpus, tmp_path):
 
     torch.manual_seed(0)
     budget = task.budget("smoke")
-    data = task.datamodule(shared_data, budget.batch_size, "smoke", download=False, run_dir=tmp_path)
+    data = task.datamodule(shared_data, budget.batch_size, task.budget("smoke"), download=False, run_dir=tmp_path)
     data.prepare_data()
     data.setup("fit")
-    network = task.network(ModelConfig("gru_handwritten", 8, bidirectional=True), data, "smoke")
+    network = task.network(ModelConfig("gru_handwritten", 8, bidirectional=True), data, task.budget("smoke"))
 
     batch = next(iter(data.train_dataloader()))
     assert task.samples_in(batch) == budget.batch_size
@@ -71,7 +71,7 @@ def test_every_budget_sets_only_options_the_task_has_and_a_run_shows_them(name):
             task.configured({option: str(value)})  # a value the option accepts
             config = RunConfig(task=name, cell="gru_fused", budget=budget_name)
             assert config.options[option] == str(value) and f" {option}={value} " in config.label
-            assert config.task_spec().settings[option] == task.options[option].parse(str(value))
+            assert config.task_settings.settings[option] == task.options[option].parse(str(value))
             other = next(v for v in ("28", "7", "4") if v != str(value))
             assert RunConfig(task=name, cell="gru_fused", budget=budget_name,
                              task_options=((option, other),)).options[option] == other, "the user's value wins"
@@ -100,9 +100,9 @@ def test_task_baselines_are_scored_on_the_test_split_once(name, shared_data, tsv
     config = RunConfig(task=name, cell="lstm_fused", budget="smoke", task_options=options_for(name, tsv_corpus))
     assert ensure_baselines(config, tmp_path, shared_data, download=False) >= 1
     rows = ResultsStore(tmp_path).rows("baselines")
-    task = config.task_spec()
+    task = config.task_settings
     budget = task.budget("smoke")
-    data = task.datamodule(shared_data, budget.batch_size, "smoke", download=False, run_dir=tmp_path / "data")
+    data = task.datamodule(shared_data, budget.batch_size, task.budget("smoke"), download=False, run_dir=tmp_path / "data")
     data.prepare_data()
     data.setup("test")
     covered = sum(task.samples_in(b) for _, b in zip(range(budget.test_batches), data.test_dataloader()))
@@ -124,7 +124,7 @@ def test_majority_class_baseline_is_the_share_of_that_digit_in_the_test_set(shar
     from tasks.mnist_data import load_mnist
 
     task = TASKS.get("mnist-row")
-    data = task.datamodule(shared_data, 500, "quick", download=False)
+    data = task.datamodule(shared_data, 500, task.budget("quick"), download=False)
     data.prepare_data()
     data.setup("fit")
     (baseline,) = task.baselines(data)

@@ -10,7 +10,7 @@ import torch
 
 from bench.module import BenchModule
 from tasks import TASKS, ModelConfig
-from tasks.base import initialise_cells
+from tasks.base import Splits, initialise_cells
 
 
 def test_a_training_step_clips_the_gradients_and_steps_the_schedule():
@@ -18,9 +18,9 @@ def test_a_training_step_clips_the_gradients_and_steps_the_schedule():
     task = TASKS.get("adding").configured({})
     clip = 1e-3  # far under an untrained network's gradient norm: every step clips
     budget = dataclasses.replace(task.budget("smoke"), grad_clip=clip)
-    data = task.datamodule(None, budget.batch_size, "smoke")
+    data = task.datamodule(None, budget.batch_size, task.budget("smoke"))
     data.prepare_data()
-    network = initialise_cells(task.network(ModelConfig("lstm_fused", 8), data, "smoke"), budget)
+    network = initialise_cells(task.network(ModelConfig("lstm_fused", 8), data, task.budget("smoke")), budget)
     module = BenchModule(network, task, budget)
     norms, rates = [], []
 
@@ -62,9 +62,9 @@ def fit_adding(logger, progress: bool, steps: int = 20) -> None:
     L.seed_everything(0, verbose=False)
     task = TASKS.get("adding").configured({})
     budget = task.budget("smoke")
-    data = task.datamodule(None, budget.batch_size, "smoke")
-    data.sizes = {"train": budget.batch_size * steps, "val": 8, "test": 8}
-    network = initialise_cells(task.network(ModelConfig("rnn_fused", 4), data, "smoke"), budget)
+    data = task.datamodule(None, budget.batch_size, task.budget("smoke"))
+    data.sizes = Splits(train=budget.batch_size * steps, val=8, test=8)
+    network = initialise_cells(task.network(ModelConfig("rnn_fused", 4), data, task.budget("smoke")), budget)
     module = BenchModule(network, task, budget)
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_val_batches=1, num_sanity_val_steps=0,
                         logger=logger, enable_checkpointing=False, enable_progress_bar=progress,

@@ -337,15 +337,15 @@ def test_attention_size_sets_the_additive_scores_width_and_decodes_as_it_trains(
     from types import SimpleNamespace
 
     from tasks import TASKS
-    from tasks.translation import SETTINGS
+    from tasks.translation import BUDGETS
 
     task = TASKS.get("translation-de-en-attention").configured({})
-    quick = task.network(ModelConfig("gru_fused", 256), SimpleNamespace(vocab_size=60), "quick")
-    assert quick.attention.query.out_features == quick.attention.key.out_features == SETTINGS["quick"].attention
-    assert quick.attention.score.in_features == SETTINGS["quick"].attention < 256
+    quick = task.network(ModelConfig("gru_fused", 256), SimpleNamespace(vocab_size=60), task.budget("quick"))
+    assert quick.attention.query.out_features == quick.attention.key.out_features == BUDGETS["quick"].network.attention
+    assert quick.attention.score.in_features == BUDGETS["quick"].network.attention < 256
     # `-o attention_size=N` overrides the budget's (version 8's was the hidden size)
     wide = task.configured({"attention_size": "256"}).network(ModelConfig("gru_fused", 256),
-                                                              SimpleNamespace(vocab_size=60), "quick")
+                                                              SimpleNamespace(vocab_size=60), task.budget("quick"))
     assert wide.attention.score.in_features == 256
     with pytest.raises(ValueError, match="task option attention_size='0'.*positive integer"):
         task.configured({"attention_size": "0"})
@@ -505,26 +505,26 @@ def test_dropout_and_embeddings_options_override_the_budgets_and_are_checked():
     from types import SimpleNamespace
 
     from tasks import TASKS
-    from tasks.translation import SETTINGS
+    from tasks.translation import BUDGETS
 
     for name in ("translation-de-en", "translation-de-en-attention"):
         task = TASKS.get(name).configured({})
-        net = task.network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60), "quick")
-        assert net.drop.p == SETTINGS["quick"].dropout > 0
+        net = task.network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60), task.budget("quick"))
+        assert net.drop.p == BUDGETS["quick"].network.dropout > 0
         net = task.configured({"dropout": "0.2"}).network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60),
-                                                          "quick")
+                                                          task.budget("quick"))
         assert net.drop.p == 0.2
         net = task.configured({"dropout": "0"}).network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60),
-                                                        "quick")
+                                                        task.budget("quick"))
         assert net.drop.p == 0.0  # 0 is a value, not "the budget's"
-        quick = task.network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60), "quick")
-        assert SETTINGS["quick"].tie and isinstance(quick.generator, TiedOutput)  # version 10
+        quick = task.network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60), task.budget("quick"))
+        assert BUDGETS["quick"].network.tie and isinstance(quick.generator, TiedOutput)  # version 10
         apart = task.configured({"embeddings": "apart"}).network(ModelConfig("gru_fused", 32),
-                                                                  SimpleNamespace(vocab_size=60), "quick")
+                                                                  SimpleNamespace(vocab_size=60), task.budget("quick"))
         assert isinstance(apart.generator, torch.nn.Linear) and apart.generator.weight.shape == (60, 32)
         smoke = task.configured({"embeddings": "tied"}).network(ModelConfig("gru_fused", 32),
-                                                                 SimpleNamespace(vocab_size=60), "smoke")
-        assert isinstance(smoke.generator, TiedOutput) and not SETTINGS["smoke"].tie
+                                                                 SimpleNamespace(vocab_size=60), task.budget("smoke"))
+        assert isinstance(smoke.generator, TiedOutput) and not BUDGETS["smoke"].network.tie
         for bad in ("1", "-0.1", "nan", "a lot"):
             with pytest.raises(ValueError, match=f"task option dropout='{bad}'.*probability from 0 up to"):
                 task.configured({"dropout": bad})

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tasks.base import Splits
 from tasks.mnist_data import load_mnist
 from tasks.moving_mnist import DIGIT, FRAMES, SIZE, MovingMNISTData, bounce, make_sequence
 from tasks.segmentation import STROKE, ScenesData
@@ -53,7 +54,7 @@ def test_frame_step_samples_a_longer_sequence(mnist):
 
 
 def test_video_splits_use_their_own_digits(shared_data, mnist):
-    data = MovingMNISTData(shared_data, 4, {"train": 8, "val": 8, "test": 8}, 1, download=False)
+    data = MovingMNISTData(shared_data, 4, Splits(8, 8, 8), 1, download=False)
     data.setup()
     assert image_hashes(data.test_set.digits) == image_hashes(mnist["test_images"])
     assert not image_hashes(data.train_set.digits) & image_hashes(data.val_set.digits)
@@ -63,7 +64,7 @@ def test_video_splits_use_their_own_digits(shared_data, mnist):
 
 
 def test_scene_labels_match_the_digit_pixels(shared_data, mnist):
-    data = ScenesData(shared_data, 4, {"train": 50, "val": 10, "test": 50}, download=False)
+    data = ScenesData(shared_data, 4, Splits(50, 10, 50), download=False)
     data.setup()
     for split in (data.train_set, data.test_set):
         for index in range(50):
@@ -80,7 +81,7 @@ def test_scene_labels_match_the_digit_pixels(shared_data, mnist):
 
 
 def test_scene_splits_never_share_a_digit_image(shared_data, mnist):
-    data = ScenesData(shared_data, 4, {"train": 300, "val": 50, "test": 300}, download=False)
+    data = ScenesData(shared_data, 4, Splits(300, 50, 300), download=False)
     data.setup()
 
     def used(split, count):
@@ -113,7 +114,7 @@ def test_video_baselines_score_the_mean_frame_and_the_last_frame(shared_data):
     from tasks import TASKS
 
     task = TASKS.get("video-moving-mnist")
-    data = task.datamodule(shared_data, 8, "smoke", download=False)
+    data = task.datamodule(shared_data, 8, task.budget("smoke"), download=False)
     data.prepare_data()
     data.setup("fit")
     mean, last = task.baselines(data)
