@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.runner import wandb_mode
-from reports.markdown import baselines_for, leaderboard, task_table
+from reports.leaderboard import baselines_for, leaderboard
+from reports.markdown import task_table
 
 
 def log_leaderboard(rows: list[dict[str, Any]], out: Path, baseline_rows: list[dict[str, Any]] = (),

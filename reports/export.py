@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reports.rows import JSON_COLUMNS, TABLES
-from reports.markdown import leaderboard, seconds_to_target
+from reports.leaderboard import leaderboard, seconds_to_target
 
 FORMATS = ("csv", "json")
 

@@ -11,7 +11,8 @@ import pytest
 
 from bench.store import ResultsStore, configuration_id
 from reports.export import export
-from reports.markdown import baselines_for, leaderboard, per_step_tables, render, task_table, write_report
+from reports.leaderboard import baselines_for, leaderboard
+from reports.markdown import per_step_tables, render, task_table, write_report
 
 
 def record(cell, seed, mse, per_frame, options, version=2, device="cpu", curve=None):
