@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich import box
-from rich.console import Console
 from rich.table import Table
+
+from bench.console import (MatrixProgress, SpeedTables, console, counts_line, errors, fail, key_value, print_claims,
+                           print_submitted, say, speed_progress)
+
+from bench.choices import ACCELERATORS, BUDGETS, DEVICES, KEEP_CHECKPOINTS, LAUNCHERS, PRECISIONS, choices
+from reports.export import FORMATS as EXPORT_FORMATS
+from reports.rows import TABLES
 
 EXAMPLES = """Examples:
 
@@ -51,66 +55,24 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
-# off a terminal (a log file, CI, SLURM) a line stays one line: Rich would wrap it at 80 columns
-console = Console(soft_wrap=not sys.stdout.isatty())
-errors = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 DEFAULT_OUT = Path("runs")
 DEFAULT_TASKS = ["mnist-row"]
 DEFAULT_CELLS = ["rnn_fused", "lstm_fused", "gru_fused"]
 
 
-# The choices below repeat lists that the runner, the tasks and the precision module check
-# against: importing those pulls in torch and Lightning (5.4 s here, against 0.2 s for this
-# module), which `rnnbench --help` and a mistyped option should not wait for. A test holds the
-# copies equal (tests/test_cli.py).
-class BudgetName(str, Enum):
-    smoke = "smoke"
-    quick = "quick"
-    paper = "paper"
-
-
-class Accelerator(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Launcher(str, Enum):
-    local = "local"
-    slurm = "slurm"
-
-
-class KeepCheckpoints(str, Enum):
-    none = "none"
-    best = "best"
-    last = "last"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "32"
-    tf32 = "tf32"
-    bf16_mixed = "bf16-mixed"
-    fp16_mixed = "16-mixed"
+BudgetName = choices("BudgetName", BUDGETS)
+Accelerator = choices("Accelerator", ACCELERATORS)
+Launcher = choices("Launcher", LAUNCHERS)
+KeepCheckpoints = choices("KeepCheckpoints", KEEP_CHECKPOINTS)
+Precision = choices("Precision", ("auto", *PRECISIONS))
+Device = choices("Device", DEVICES)
+ExportFormat = choices("ExportFormat", EXPORT_FORMATS)
+StoreTable = choices("StoreTable", tuple(TABLES))
 
 
 PRECISION_HELP = ("Numeric precision of every cell in the command: 32 (strict FP32, TF32 off), tf32, bf16-mixed, "
                   "16-mixed (the last three need CUDA); auto: 32 on CPU, tf32 on CUDA. Stored on every row.")
-
-
-def fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=2)
-
-
-def key_value(text: str, option: str, form: str, example: str) -> tuple[str, str]:
-    """`text` split at its first '=' into a stripped (name, value); a clear error (exit 2) naming
-    the option, the form it takes and an example, when it has no '=' or no name."""
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise fail(f"{option} must be {form} (e.g. {example}), got {text!r}")
-    return name.strip(), value.strip()
 
 
 def write_store_report(store, out: Path, goals: dict[str, float] | None = None) -> Path:
@@ -179,7 +141,7 @@ def run(
     task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Task name; repeat for several. Default: mnist-row.")] = None,
     cell: Annotated[Optional[list[str]], typer.Option("--cell", "-c", help="Cell name; repeat for several. Default: rnn_fused, lstm_fused, gru_fused.")] = None,
     seed: Annotated[Optional[list[int]], typer.Option("--seed", "-s", help="Seed; repeat for several. Default: 0.")] = None,
-    budget: Annotated[BudgetName, typer.Option(help="smoke: seconds (tests); quick: minutes on a laptop CPU; paper: the long protocol, for GPUs.")] = BudgetName.quick,
+    budget: Annotated[BudgetName, typer.Option(help="smoke: seconds (tests); quick: minutes on a laptop CPU; paper: the long protocol, for GPUs.")] = BudgetName["quick"],
     out: Annotated[Path, typer.Option(help="Folder of the results store (results.sqlite), checkpoints and report.")] = DEFAULT_OUT,
     data_dir: Annotated[Optional[Path], typer.Option(help="Data folder (holding mnist/); default $RNNBENCH_DATA or ~/.cache/rnnbench/data. Missing files are downloaded and verified.")] = None,
     task_option: Annotated[Optional[list[str]], typer.Option("--task-option", "-o", help="NAME=VALUE, a task option (see `rnnbench list`); repeat for several. E.g. beam=10 or corpus=pairs.tsv.")] = None,
@@ -190,12 +152,12 @@ def run(
     devices: Annotated[int, typer.Option(help="Devices for each run; > 1 trains the run with DDP (spawned processes).")] = 1,
     nodes: Annotated[int, typer.Option(help="Nodes for each run, --devices on each (with --launcher slurm): one multi-node DDP job.")] = 1,
     parallel: Annotated[int, typer.Option(help="Runs at once: round-robin on the GPUs (more than the GPUs puts several on each), or sharing the CPU's threads; for runs too small to fill a device. Each row says how many shared its device.")] = 1,
-    accelerator: Annotated[Accelerator, typer.Option(help="auto: CUDA when available, else CPU.")] = Accelerator.auto,
-    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
+    accelerator: Annotated[Accelerator, typer.Option(help="auto: CUDA when available, else CPU.")] = Accelerator["auto"],
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision["auto"],
     wandb: Annotated[bool, typer.Option("--wandb/--no-wandb", help="Log runs and the leaderboard to Weights & Biases (offline unless you are logged in).")] = False,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Download missing data files.")] = True,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Lightning's progress bar; default: on a terminal.")] = None,
-    launcher: Annotated[Launcher, typer.Option(help="local: run here (the default); slurm: submit the pending runs as one SLURM job array (submitit) and return, or wait with --wait.")] = Launcher.local,
+    launcher: Annotated[Launcher, typer.Option(help="local: run here (the default); slurm: submit the pending runs as one SLURM job array (submitit) and return, or wait with --wait.")] = Launcher["local"],
     partition: Annotated[Optional[str], typer.Option(help="SLURM: the partition (default: the cluster's).")] = None,
     time_min: Annotated[int, typer.Option(help="SLURM: time limit of each run, in minutes.")] = 60,
     gpus_per_run: Annotated[int, typer.Option(help="SLURM: GPUs per run (with --devices N: give N).")] = 0,
@@ -205,7 +167,7 @@ def run(
     slurm_option: Annotated[Optional[list[str]], typer.Option(help="SLURM: KEY=VALUE passed to sbatch as --KEY=VALUE (e.g. account=proj, qos=high); repeatable.")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="SLURM: wait for the array to finish, then merge and report.")] = False,
     memory_guard: Annotated[bool, typer.Option("--memory-guard/--no-memory-guard", help="Refuse a run whose weights, gradients and optimiser state exceed the memory available, and stop one that drives the machine's available memory under 5 % (stored as failed, with the figures).")] = True,
-    keep_checkpoints: Annotated[KeepCheckpoints, typer.Option(help="What a finished run keeps under OUT/runs/<run_id>/checkpoints: none, best (the tested weights) or last (the full state of the last epoch). Unfinished runs keep their resume checkpoint.")] = KeepCheckpoints.none,
+    keep_checkpoints: Annotated[KeepCheckpoints, typer.Option(help="What a finished run keeps under OUT/runs/<run_id>/checkpoints: none, best (the tested weights) or last (the full state of the last epoch). Unfinished runs keep their resume checkpoint.")] = KeepCheckpoints["none"],
 ) -> None:
     """Train and test every combination of --task x --cell x --seed; store and report the results.
 
@@ -236,7 +198,7 @@ def run(
         raise fail(str(err)) from None
     if parallel < 1:
         raise fail(f"--parallel must be a positive integer, got {parallel}")
-    if nodes > 1 and launcher != Launcher.slurm:
+    if nodes > 1 and launcher != Launcher["slurm"]:
         raise fail(f"--nodes {nodes}: runs span several nodes only through a scheduler; add --launcher slurm")
     if parallel > 1 and devices > 1:
         raise fail("--parallel spreads runs one per device; it cannot be combined with --devices > 1")
@@ -246,43 +208,13 @@ def run(
     from bench.store import merge_shards
 
     merge_shards(out)  # runs finished on a cluster count as done here
-    if launcher == Launcher.slurm:
+    if launcher == Launcher["slurm"]:
         slurm_matrix(configs, out, data_dir, wandb, download, keep_checkpoints.value, wait, partition=partition,
                      time_min=time_min, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
                      array_parallelism=array_parallelism, requeues=requeues, options=slurm_option or [])
         return
-    total = len(configs)
-    position = {c.run_id: i + 1 for i, c in enumerate(configs)}
-
-    in_flight: dict[str, str] = {}  # run id -> label of the runs started and not ended
-
-    def report(event, config, record):
-        where = f"[{position[config.run_id]}/{total}] {config.label}"
-        if event == "start":
-            in_flight[config.run_id] = config.label
-        else:
-            in_flight.pop(config.run_id, None)
-        if event == "start":
-            resume = out / "runs" / config.run_id / "resume" / "last.ckpt"
-            note = " (resuming from its last checkpoint)" if resume.is_file() else ""
-            console.print(f"{where} ...{note}", highlight=False)
-        elif event == "already done":
-            console.print(f"{where}: already done, skipped", style="dim", highlight=False)
-        elif event == "running elsewhere":
-            holder = record["holder"]
-            console.print(f"{where}: running elsewhere (host {holder.get('host', '?')}, pid {holder.get('pid', '?')}), "
-                          "skipped; `rnnbench status` shows it", style="yellow", highlight=False)
-        elif event == "ok":
-            console.print(
-                f"{where}: [green]ok[/] {record['metric_name']}={record['metric_value']:.4f} "
-                f"({record['train_seconds']:.1f} s, {record['step_ms_median']:.1f} ms/step"
-                + (f", resumed {record['resumed']}x" if record.get("resumed") else "")
-                + (", started afresh: its resume checkpoint was unreadable"
-                   if (record.get("config") or {}).get("resume_set_aside") else "") + ")", highlight=False)
-        else:
-            console.print(f"{where}: [red]{event}[/] {record['error']}", highlight=False)
-
-    console.print(f"{total} runs -> {out / 'results.sqlite'}", highlight=False)
+    report = MatrixProgress(configs, out)
+    say(f"{len(configs)} runs -> {out / 'results.sqlite'}")
     from bench.signals import Interrupted, signals_interrupt
 
     try:
@@ -294,7 +226,7 @@ def run(
     except ValueError as err:  # a matrix that cannot start (e.g. more --parallel than GPUs)
         raise fail(str(err)) from None
     except Interrupted as signal:
-        runs = "; ".join(in_flight.values()) or "none had started"
+        runs = "; ".join(report.in_flight.values()) or "none had started"
         errors.print(f"interrupted by {signal.name}: stopped {runs}. Nothing was stored for it; its last epoch's "
                      "checkpoint is kept: the same command resumes it.", highlight=False)
         raise typer.Exit(code=signal.exit_code) from None
@@ -305,7 +237,7 @@ def run(
         from bench.wandb_tables import log_leaderboard
 
         log_leaderboard(rows, out, store.rows("baselines"), targets())
-    console.print(", ".join(f"{v} {k}" for k, v in counts.items() if v) + f"; report: {path}", highlight=False)
+    say(counts_line(counts) + f"; report: {path}")
     if counts["failed"]:
         raise typer.Exit(code=1)
 
@@ -314,50 +246,29 @@ def slurm_matrix(configs, out: Path, data_dir, use_wandb: bool, download: bool, 
                  options: list[str], **settings) -> None:
     """`run --launcher slurm`: submit the pending runs as one job array; with --wait, follow it to
     the end, merge the shards and write the report."""
-    import shutil
-
-    from bench.slurm import SlurmOptions, submit
+    from bench.slurm import SlurmOptions, submit_matrix
     from bench.slurm import wait as wait_for
-    from bench.store import StoreError, stored_statuses
+    from bench.store import StoreError, merge_shards
 
     extra = [key_value(text, "--slurm-option", "KEY=VALUE, passed to sbatch as --KEY=VALUE", "account=proj")
              for text in options]
-    for name in ("time_min", "cpus_per_run", "array_parallelism"):
-        if settings[name] < 1:
-            raise fail(f"--{name.replace('_', '-')} must be a positive integer, got {settings[name]}")
-    for name in ("gpus_per_run", "requeues"):
-        if settings[name] < 0:
-            raise fail(f"--{name.replace('_', '-')} must be >= 0, got {settings[name]}")
-    if shutil.which("sbatch") is None:
-        raise fail("--launcher slurm needs SLURM's sbatch on this machine's PATH (a cluster's login node)")
-    done = stored_statuses(out)
-    pending = [c for c in configs if done.get(c.run_id) not in ("ok", "skipped")]
-    for config in configs:
-        if config not in pending:
-            console.print(f"{config.label}: already done, skipped", style="dim", highlight=False)
-    if not pending:
-        console.print("nothing to submit: every run is done", highlight=False)
-        return
     try:
-        job = submit(pending, out, data_dir, use_wandb, download, keep_checkpoints,
-                     SlurmOptions(extra=tuple(extra), **settings))
-    except StoreError as err:
+        job, pending = submit_matrix(configs, out, data_dir, use_wandb, download, keep_checkpoints,
+                                     SlurmOptions(extra=tuple(extra), **settings), say)
+    except (ValueError, StoreError) as err:
         raise fail(str(err)) from None
     except Exception as err:  # noqa: BLE001 - sbatch's refusal (bad partition, limits) is the user's to read
         raise fail(f"SLURM refused the job array: {type(err).__name__}: {err}") from None
-    console.print(f"submitted {len(pending)} runs as SLURM job array {job} (logs in {out / 'slurm'}); "
-                  f"`rnnbench status --out {out}` shows them", highlight=False)
+    if job is None:
+        return
+    say(f"submitted {len(pending)} runs as SLURM job array {job} (logs in {out / 'slurm'}); "
+        f"`rnnbench status --out {out}` shows them")
     if not wait:
         return
-    counts = wait_for(out, [c.run_id for c in pending],
-                      lambda counts: console.print("  " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
-                                                   highlight=False))
-    from bench.store import merge_shards
-
+    counts = wait_for(out, [c.run_id for c in pending], lambda counts: say("  " + counts_line(dict(sorted(counts.items())))))
     merge_shards(out)
-    store = open_store(out)
-    path = write_store_report(store, out)
-    console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; report: {path}", highlight=False)
+    path = write_store_report(open_store(out), out)
+    say(counts_line(dict(sorted(counts.items()))) + f"; report: {path}")
     if any(k != "ok" for k in counts):
         raise typer.Exit(code=1)
 
@@ -369,42 +280,21 @@ def status(
     """Show the runs that a process is training now (their claims under OUT/runs) and the runs
     submitted to SLURM from OUT: ok / failed from the store and its shards, PENDING / RUNNING from
     the queue, lost when neither knows them."""
-    from datetime import datetime
-
     from bench.claims import live_claims
     from bench.slurm import run_states
 
     open_store(out, readonly=True)
     claims = live_claims(out)
     if claims:
-        table = Table(title=f"runs training now from {out}", box=box.SIMPLE_HEAD)
-        for column in ("run", "state", "host", "pid", "since"):
-            table.add_column(column)
-        for run_id, holder in claims:
-            since = datetime.fromtimestamp(holder.get("since", holder["heartbeat"])).isoformat(" ", "seconds")
-            table.add_row(run_id, "running", str(holder.get("host", "?")), str(holder.get("pid", "?")), since)
-        console.print(table)
+        print_claims(out, claims)
     states = run_states(out)
     if not states:
         if not claims:
-            console.print(f"no run is training now, and no SLURM submissions are recorded in "
-                          f"{out / 'slurm' / 'jobs.json'}", highlight=False)
+            say(f"no run is training now, and no SLURM submissions are recorded in "
+                f"{out / 'slurm' / 'jobs.json'}")
         return
     store = merge_if_sharded(out)
-    rows = {r["run_id"]: r for r in store.rows()}
-    table = Table(title=f"runs submitted from {out}", box=box.SIMPLE_HEAD)
-    for column in ("run", "job", "state", "metric"):
-        table.add_column(column)
-    for s in states:
-        row = rows.get(s["run_id"])
-        label = f"{row['task']} {row['cell']} seed={row['seed']}" if row else s["run_id"]
-        metric = f"{row['metric_name']}={row['metric_value']:.4f}" if row and row["metric_value"] is not None else "-"
-        table.add_row(label, s["job_id"], s["state"], metric)
-    console.print(table)
-    counts: dict[str, int] = {}
-    for s in states:
-        counts[s["state"]] = counts.get(s["state"], 0) + 1
-    console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())), highlight=False)
+    print_submitted(out, states, {r["run_id"]: r for r in store.rows()})
 
 
 @app.command()
@@ -417,20 +307,15 @@ def merge(
 
     open_store(out, readonly=True)
     if not shard_paths(out):
-        console.print(f"no shards in {out / 'shards'}: nothing to merge", highlight=False)
+        say(f"no shards in {out / 'shards'}: nothing to merge")
         return
     open_store(out)
     try:
         counts = merge_shards(out)
     except StoreError as err:
         raise fail(str(err)) from None
-    console.print(f"merged: {counts['runs']} runs, {counts['baselines']} baselines, {counts['speed']} speed rows "
-                  f"new or replaced", highlight=False)
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
+    say(f"merged: {counts['runs']} runs, {counts['baselines']} baselines, {counts['speed']} speed rows "
+        f"new or replaced")
 
 
 @app.command()
@@ -438,11 +323,11 @@ def speed(
     cell: Annotated[Optional[list[str]], typer.Option("--cell", "-c", help="Cell name; repeat for several. Default: every registered cell.")] = None,
     shape: Annotated[Optional[list[str]], typer.Option("--shape", help="A named shape (mnist-row, mnist-pixel, fastrnns, deepbench-...) or B,T,I,H[,L[,D]]; repeat for several.")] = None,
     shape_set: Annotated[Optional[str], typer.Option(help="A set of shapes: cpu (mnist-row), mnist, gpu (fastrnns and DeepBench-like). Default: cpu on CPU, gpu on CUDA.")] = None,
-    device: Annotated[Device, typer.Option(help="cpu or cuda; cuda without a GPU records the cells as skipped.")] = Device.cpu,
+    device: Annotated[Device, typer.Option(help="cpu or cuda; cuda without a GPU records the cells as skipped.")] = Device["cpu"],
     out: Annotated[Path, typer.Option(help="Folder of the results store; rows go to its table `speed`.")] = DEFAULT_OUT,
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
     repeats: Annotated[int, typer.Option(help="Timed calls (rounds) per cell; median and interquartile range are reported.")] = 100,
-    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP + " The peak matmul is measured at the same precision.")] = Precision.auto,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP + " The peak matmul is measured at the same precision.")] = Precision["auto"],
 ) -> None:
     """Time forward and forward+backward of each cell at each shape; store and report them.
 
@@ -459,7 +344,7 @@ def speed(
             CELLS.get(name)
         if shape_set is not None and shape_set not in SHAPE_SETS:
             raise ValueError(f"--shape-set must be one of {', '.join(SHAPE_SETS)}, got {shape_set!r}")
-        chosen = shape or SHAPE_SETS[shape_set or ("gpu" if device == Device.cuda else "cpu")]
+        chosen = shape or SHAPE_SETS[shape_set or ("gpu" if device == Device["cuda"] else "cpu")]
         shapes = [parse_shape(s) for s in chosen]
         if warmup < 0 or repeats < 1:
             raise ValueError(f"--warmup must be >= 0 and --repeats >= 1, got {warmup} and {repeats}")
@@ -467,47 +352,15 @@ def speed(
     except ValueError as err:
         raise fail(str(err)) from None
     store = open_store(out)
-    tables: dict[str, Table] = {}  # one per shape, filled as the rows come
-
-    def report(row):
-        if row["status"] != "ok":
-            console.print(f"{row['cell']} {row['shape']}: {row['status']}: {row['error']}", highlight=False)
-            return
-        if row["shape"] not in tables:
-            table = tables[row["shape"]] = Table(title=f"{row['shape']} on {row['device']}, precision {row['precision']}", box=box.SIMPLE_HEAD,
-                                                 padding=(0, 1), collapse_padding=True, pad_edge=False)
-            table.add_column("cell", no_wrap=True)
-            for column in ("fwd ms", "fwd+bwd ms", "vs fused", "floor ms", "tok/s", "GFLOP/s", "first call s",
-                           "MiB"):
-                table.add_column(column, justify="right", min_width=max(len(word) for word in column.split()))
-        ratio = "-" if row["ratio_to_fused"] is None else f"{row['ratio_to_fused']:.2f}"
-        tables[row["shape"]].add_row(
-            row["cell"], f"{row['forward_ms']:.2f}", f"{row['forward_backward_ms']:.2f}", ratio,
-            f"{row['floor_forward_backward_ms']:.2f}", f"{row['tokens_per_s'] / 1e3:.1f}k",
-            f"{row['flops_per_s'] / 1e9:.1f}",
-            f"{row['first_call_s']:.2f}", f"{row['memory_bytes'] / 2**20:.2f}")
-
-    console.print(f"measuring {len(names)} cells x {len(shapes)} shapes on {device.value} at precision {chosen_precision} "
-                  f"({', '.join(s.describe() for s in shapes)})", highlight=False)
-    def starting(name, shape):
-        compiled = " (the first call compiles: seconds to minutes)" if CELLS.get(name).compiled else ""
-        console.print(f"  setting up {name} at {shape.name}{compiled} ...", highlight=False)
-
-    def timing(names, shape):
-        console.print(f"  timing {', '.join(names)} at {shape.name} in turn: {warmup} warm-up calls each, then "
-                      f"{repeats} rounds of forward and {repeats} of forward+backward ...", highlight=False)
-
-    rows = run_speed(names, shapes, device.value, store, warmup, repeats, report, starting=starting, timing=timing,
+    tables = SpeedTables()
+    say(f"measuring {len(names)} cells x {len(shapes)} shapes on {device.value} at precision {chosen_precision} "
+        f"({', '.join(s.describe() for s in shapes)})")
+    starting, timing = speed_progress(CELLS, warmup, repeats)
+    rows = run_speed(names, shapes, device.value, store, warmup, repeats, tables, starting=starting, timing=timing,
                      precision=chosen_precision)
-    for table in tables.values():
-        console.print(table)
-    ok = [r for r in rows if r["status"] == "ok"]
-    if ok:
-        console.print(f"peak matmul on this device: {ok[0]['peak_flops_per_s'] / 1e9:.1f} GFLOP/s. floor ms: the "
-                      "matmuls alone of a hand-written loop, forward+backward. MiB: "
-                      f"{ok[0]['memory_kind'].removeprefix('cpu: ')}.", highlight=False)
+    tables.print(rows)
     path = write_store_report(store, out)
-    console.print(f"report: {path}", highlight=False)
+    say(f"report: {path}")
 
 
 def targets(texts: list[str] | None = None) -> dict[str, float]:
@@ -543,25 +396,14 @@ def report(
         raise fail(f"no results store at {out / 'results.sqlite'}; run `rnnbench run --out {out}` first")
     store = merge_if_sharded(out)
     path = write_store_report(store, out, goals)
-    console.print(f"report: {path}", highlight=False)
-
-
-class ExportFormat(str, Enum):
-    csv = "csv"
-    json = "json"
-
-
-class StoreTable(str, Enum):
-    runs = "runs"
-    speed = "speed"
-    baselines = "baselines"
+    say(f"report: {path}")
 
 
 @app.command()
 def export(
     out: Annotated[Path, typer.Option(help="Folder holding results.sqlite.")] = DEFAULT_OUT,
-    format: Annotated[ExportFormat, typer.Option("--format", help="File format.")] = ExportFormat.csv,
-    table: Annotated[StoreTable, typer.Option(help="Which stored table.")] = StoreTable.runs,
+    format: Annotated[ExportFormat, typer.Option("--format", help="File format.")] = ExportFormat["csv"],
+    table: Annotated[StoreTable, typer.Option(help="Which stored table.")] = StoreTable["runs"],
     to: Annotated[Optional[Path], typer.Option(help="Folder to write into (default: OUT/export).")] = None,
     target: Annotated[Optional[list[str]], typer.Option(help="TASK=VALUE, as for `report`.")] = None,
 ) -> None:
@@ -579,7 +421,7 @@ def export(
     store = open_store(out, readonly=True)
     rows = {table.value: store.rows(table.value)}
     for path in write_export(rows, table.value, format.value, dest, goals):
-        console.print(f"wrote {path}", highlight=False)
+        say(f"wrote {path}")
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ import contextlib
 
 import torch
 
-PRECISIONS = ("32", "tf32", "bf16-mixed", "16-mixed")
+from bench.choices import PRECISIONS
+
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 

@@ -33,11 +33,10 @@ from bench.claims import claim_run
 from bench.signals import die_with_parent
 from bench.store import DONE, ResultsStore, no_space, configuration_id, content_hash, stored_statuses
 from cells import CELLS
-from tasks import BUDGETS, TASKS, ModelConfig
+from bench.choices import ACCELERATORS, BUDGETS, KEEP_CHECKPOINTS, check
+from tasks import TASKS, ModelConfig
 from tasks.base import Budget, Task, initialise_cells
 
-ACCELERATORS = ("auto", "cpu", "cuda")
-KEEP_CHECKPOINTS = ("none", "best", "last")  # what a finished run keeps; see `finish_checkpoints`
 MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit; Lightning's seed_everything keeps to the same range
 
 
@@ -61,11 +60,9 @@ class RunConfig:
 
     def __post_init__(self):
         CELLS.get(self.cell)
-        if self.budget not in BUDGETS:
-            raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {self.budget!r}")
+        check("budget", self.budget, BUDGETS)
         self.task_settings  # the task and its options resolve, or the configuration is refused
-        if self.accelerator not in ACCELERATORS:
-            raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)}, got {self.accelerator!r}")
+        check("accelerator", self.accelerator, ACCELERATORS)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             # Lightning's seed_everything would replace an out-of-range seed with a random one, silently
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}] (what numpy and Lightning accept), "
@@ -317,8 +314,7 @@ def finish_checkpoints(run_dir: Path, keep: str) -> None:
     """After a run ended: `none` removes its checkpoints, `best` keeps checkpoints/best.ckpt (the
     tested weights), `last` keeps the last full checkpoint as checkpoints/last.ckpt; the resume
     folder goes in every case (a finished run is not resumed)."""
-    if keep not in KEEP_CHECKPOINTS:
-        raise ValueError(f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {keep!r}")
+    check("keep_checkpoints", keep, KEEP_CHECKPOINTS)
     last = run_dir / "resume" / "last.ckpt"
     if keep == "last" and last.is_file():
         (run_dir / "checkpoints").mkdir(exist_ok=True)

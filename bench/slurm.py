@@ -164,3 +164,31 @@ def wait(out: Path, run_ids: list[str], report: Callable[[dict[str, int]], None]
         if all(s["state"] in ("ok", "failed", "skipped", "lost") for s in states):
             return counts
         time.sleep(poll_s)
+
+
+def submit_matrix(configs: list, out: Path, data_dir, use_wandb: bool, download: bool, keep_checkpoints: str,
+                  options: SlurmOptions, say: Callable[..., None]) -> tuple[str | None, list]:
+    """`run --launcher slurm`: the job array of the runs not yet done (ok or skipped) in OUT's store;
+    return its job id (None: nothing to submit) and those runs. ValueError for options a cluster
+    cannot take or a machine without sbatch; a refusal of sbatch's is raised as it came."""
+    import shutil
+
+    from bench.store import stored_statuses
+
+    for name in ("time_min", "cpus_per_run", "array_parallelism"):
+        if getattr(options, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(options, name)}")
+    for name in ("gpus_per_run", "requeues"):
+        if getattr(options, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(options, name)}")
+    if shutil.which("sbatch") is None:
+        raise ValueError("--launcher slurm needs SLURM's sbatch on this machine's PATH (a cluster's login node)")
+    done = stored_statuses(out)
+    pending = [c for c in configs if done.get(c.run_id) not in ("ok", "skipped")]
+    for config in configs:
+        if config not in pending:
+            say(f"{config.label}: already done, skipped", style="dim")
+    if not pending:
+        say("nothing to submit: every run is done")
+        return None, []
+    return submit(pending, out, data_dir, use_wandb, download, keep_checkpoints, options), pending

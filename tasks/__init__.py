@@ -7,10 +7,10 @@ imported with the package.
 import importlib
 import pkgutil
 
-from tasks.base import BUDGETS, TASKS, Budget, ModelConfig, Task, register_task
+from tasks.base import TASKS, Budget, ModelConfig, Task, register_task
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in {"base"} and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["BUDGETS", "TASKS", "Budget", "ModelConfig", "Task", "register_task"]
+__all__ = ["TASKS", "Budget", "ModelConfig", "Task", "register_task"]

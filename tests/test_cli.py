@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.runner import RunConfig
 from cells import CELLS
 from tasks import TASKS
 
@@ -34,17 +36,23 @@ def test_help_and_unknown_command():
     assert result.exit_code != 0
 
 
-def test_cli_choices_are_the_lists_the_runner_checks():
-    """The CLI's choices are copies (importing the runner costs seconds); they must not drift."""
-    from bench import cli
-    from bench.precision import PRECISIONS
-    from bench.runner import ACCELERATORS, KEEP_CHECKPOINTS
-    from tasks.base import BUDGETS
+def test_the_cli_offers_the_runners_choices_without_importing_torch():
+    """One list per choice (bench.choices), read by the CLI and the runner; the CLI module imports no
+    torch, so that --help and a mistyped option answer at once."""
+    done = subprocess.run([sys.executable, "-c", "import sys, bench.cli; print(sorted(m for m in sys.modules "
+                           "if m.split('.')[0] in ('torch', 'lightning', 'cells', 'tasks')))"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+    from bench import choices, cli
 
-    assert [choice.value for choice in cli.BudgetName] == list(BUDGETS)
-    assert [choice.value for choice in cli.Accelerator] == list(ACCELERATORS)
-    assert [choice.value for choice in cli.KeepCheckpoints] == list(KEEP_CHECKPOINTS)
-    assert [choice.value for choice in cli.Precision] == ["auto", *PRECISIONS]
+    assert [choice.value for choice in cli.BudgetName] == list(choices.BUDGETS)
+    assert [choice.value for choice in cli.Precision] == ["auto", *choices.PRECISIONS]
+    result = runner.invoke(app, ["run", "--budget", "huge"])
+    assert result.exit_code == 2 and "smoke" in result.output and "paper" in result.output
+    with pytest.raises(ValueError, match="budget must be one of smoke, quick, paper, got 'huge'"):
+        RunConfig("adding", "rnn_fused", budget="huge")
+    with pytest.raises(ValueError, match="accelerator must be one of auto, cpu, cuda, got 'tpu'"):
+        RunConfig("adding", "rnn_fused", accelerator="tpu")
 
 
 def test_off_a_terminal_a_runs_line_is_one_line(tmp_path):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bench.runner import RunConfig, execute
-from tasks import BUDGETS, TASKS, ModelConfig
+from bench.choices import BUDGETS
+from tasks import TASKS, ModelConfig
 
 
 @pytest.fixture(scope="module")
