@@ -2,160 +2,31 @@
 
 from __future__ import annotations
 
-import copy
-import errno
-import functools
-import json
 import os
-import shutil
 import signal
-import sys
 import traceback
-import uuid
-from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import lightning as L
 import torch
-from lightning.pytorch import callbacks
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from bench.checkpoints import AtomicCheckpointIO, ModelCheckpoint, finish_checkpoints, resume_state
+from bench.claims import claim_run
+from bench.config import RunConfig, expand, stored_config
 from bench.environment import device_name, environment, git_revision
-from bench.quiet import quiet_libraries
+from bench.measure import CURVE_KEY, MEMORY_KIND, Measure, RandomStates, curve_rows
 from bench.memory import MemoryWatch, check_fits
 from bench.memory import enabled as memory_guard
-from bench.measure import CURVE_KEY, MEMORY_KIND, Measure, RandomStates, curve_rows
 from bench.module import BenchModule
-from bench.precision import lightning_precision, resolve_precision
-from bench.claims import claim_run
+from bench.precision import lightning_precision
+from bench.quiet import quiet_libraries
 from bench.signals import die_with_parent
-from bench.store import DONE, ResultsStore, no_space, configuration_id, content_hash, stored_statuses
+from bench.store import DONE, ResultsStore, configuration_id, content_hash, stored_statuses
 from cells import CELLS
-from bench.choices import ACCELERATORS, BUDGETS, KEEP_CHECKPOINTS, check
-from tasks import TASKS, ModelConfig
-from tasks.base import Budget, Task, initialise_cells
 
-MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit; Lightning's seed_everything keeps to the same range
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that decides what a run computes (its identity), plus how it is executed."""
-
-    task: str
-    cell: str
-    seed: int = 0
-    budget: str = "quick"  # smoke | quick | paper
-    num_layers: int = 1
-    hidden_size: int | None = None  # None: the budget's default for the task
-    bidirectional: bool = False
-    dropout: float = 0.0  # between stacked layers
-    devices: int = 1  # > 1: one run trained with DDP over that many devices (per node)
-    nodes: int = 1  # > 1: that many nodes of `devices` each, one DDP job (SLURM launcher only)
-    accelerator: str = "auto"  # auto: cuda when available, else cpu
-    precision: str = "auto"  # auto | 32 | tf32 | bf16-mixed | 16-mixed (bench.precision); auto: 32 on CPU, tf32 on CUDA
-    task_options: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, see the task's `options`
-
-    def __post_init__(self):
-        CELLS.get(self.cell)
-        check("budget", self.budget, BUDGETS)
-        self.task_settings  # the task and its options resolve, or the configuration is refused
-        check("accelerator", self.accelerator, ACCELERATORS)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            # Lightning's seed_everything would replace an out-of-range seed with a random one, silently
-            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}] (what numpy and Lightning accept), "
-                             f"got {self.seed!r}")
-        for name in ("num_layers", "devices", "nodes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.hidden_size is not None and (not isinstance(self.hidden_size, int) or self.hidden_size < 1):
-            raise ValueError(f"hidden_size must be a positive integer, got {self.hidden_size!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        if self.dropout > 0 and self.num_layers == 1:
-            raise ValueError(f"dropout={self.dropout} acts between layers, so it needs num_layers > 1 (--layers)")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("accelerator 'cuda' was asked for but torch sees no CUDA device")
-        self.resolved_precision
-
-    # What the run's fields resolve to (the configured task, its budget, the device, precision and
-    # hidden size), each worked out once: a frozen dataclass's cached_property writes to the
-    # instance's __dict__ (`__getstate__` leaves them out of a pickle, for a SLURM job to resolve
-    # where it runs).
-    @functools.cached_property
-    def task_settings(self) -> Task:
-        """The registered task with this run's options set: the budget's, then the user's."""
-        return TASKS.get(self.task).configured(self.options)
-
-    @functools.cached_property
-    def budget_settings(self) -> Budget:
-        return TASKS.get(self.task).budget(self.budget)
-
-    @functools.cached_property
-    def options(self) -> dict[str, str]:
-        """The task options this run sets: the budget's (`Budget.task_options`), then the user's."""
-        return {**{k: str(v) for k, v in self.budget_settings.task_options}, **dict(self.task_options)}
-
-    @functools.cached_property
-    def device(self) -> str:
-        """The accelerator the run trains on: cpu or cuda (auto: cuda when available)."""
-        if self.accelerator == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.accelerator
-
-    @functools.cached_property
-    def resolved_precision(self) -> str:
-        return resolve_precision(self.precision, self.device)
-
-    @functools.cached_property
-    def resolved_hidden_size(self) -> int:
-        return self.hidden_size or self.budget_settings.hidden_for(CELLS.get(self.cell).architecture)
-
-    @functools.cached_property
-    def _identity(self) -> dict[str, Any]:
-        task = self.task_settings
-        return {
-            "task": self.task, "task_version": task.version, "task_config": task.config(),
-            "cell": self.cell, "seed": self.seed,
-            "budget": self.budget, "num_layers": self.num_layers, "hidden_size": self.resolved_hidden_size,
-            "bidirectional": self.bidirectional, "dropout": self.dropout, "devices": self.devices,
-            "accelerator": self.device,
-            **({"nodes": self.nodes} if self.nodes > 1 else {}),  # 1 stays out of the hash: stored runs keep their ids
-            # 32, the only precision before the option existed, stays out of the hash: stored runs keep their ids
-            **({"precision": self.resolved_precision} if self.resolved_precision != "32" else {}),
-        }
-
-    def identity(self) -> dict[str, Any]:
-        """What the run computes: the fields its id hashes."""
-        return copy.deepcopy(self._identity)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def network(self, datamodule) -> torch.nn.Module:
-        """The run's network, initialised as its budget says (after `datamodule.prepare_data()`: a
-        task may size its network by the data)."""
-        model = ModelConfig(self.cell, self.resolved_hidden_size, self.num_layers, self.bidirectional, self.dropout)
-        return initialise_cells(self.task_settings.network(model, datamodule, self.budget_settings), self.budget_settings)
-
-    @functools.cached_property
-    def run_id(self) -> str:
-        return content_hash(self._identity)
-
-    @functools.cached_property
-    def label(self) -> str:
-        model = f"{self.num_layers}x{self.resolved_hidden_size}" + ("-bi" if self.bidirectional else "")
-        options = "".join(f" {k}={v}" for k, v in self.options.items())
-        precision = "" if self.resolved_precision == "32" else f" precision={self.resolved_precision}"
-        return f"{self.task}{options} {self.cell} {model} seed={self.seed} budget={self.budget}{precision}"
-
-
-def expand(tasks: Iterable[str], cells: Iterable[str], seeds: Iterable[int], **common: Any) -> list[RunConfig]:
-    """Every combination of the repeatable options, in task, cell, seed order."""
-    return [RunConfig(task=t, cell=c, seed=s, **common) for t in tasks for c in cells for s in seeds]
+__all__ = ["RunConfig", "expand", "execute", "run_and_store", "run_matrix", "stored_config"]
 
 
 def wandb_mode() -> str:
@@ -176,11 +47,6 @@ def wandb_mode() -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def stored_config(config: RunConfig) -> dict[str, Any]:
-    """The configuration stored with a run: its identity and its budget's settings."""
-    return {**config.identity(), "budget_config": config.budget_settings.config()}
 
 
 def _base_record(config: RunConfig) -> dict[str, Any]:
@@ -231,97 +97,9 @@ def ensure_baselines(config: RunConfig, out: Path, data_dir: Path | None = None,
     return len(baselines)
 
 
-class ModelCheckpoint(callbacks.ModelCheckpoint):
-    """Lightning's, with its `state_key` formatted once: Lightning reads every callback's key on
-    every hook call (a profiler label, even with no profiler), and ModelCheckpoint's formats its
-    settings each time, a share of the harness's host time per step. The class keeps Lightning's
-    name, so the key, under which checkpoints hold the callback's state, is the same."""
-
-    @functools.cached_property
-    def state_key(self) -> str:
-        return super().state_key
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to a temporary file and renames it into place: a process killed while
-    writing leaves the previous checkpoint whole (torch's own save writes the file in place)."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        partial = Path(f"{path}.partial")
-        try:
-            super().save_checkpoint(checkpoint, partial, storage_options)
-            os.replace(partial, path)
-        except BaseException as err:
-            partial.unlink(missing_ok=True)  # a full disk leaves no half checkpoint behind
-            if no_space(err):
-                raise OSError(errno.ENOSPC, "no space left on the device", str(path)) from err
-            raise
-
-
 def under_srun(tasks: int) -> bool:
     """Whether SLURM started this process as one of the `tasks` processes (devices x nodes) of one run."""
     return os.environ.get("SLURM_NTASKS") == str(tasks) and "SLURM_PROCID" in os.environ
-
-
-def readable_checkpoint(path: Path) -> str | None:
-    """None when `path` loads as a checkpoint, else why not (a truncated or damaged file, one that
-    is not a checkpoint): found before training, not as torch's "internal miniz error" after the
-    data and network were built."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any failure to load is an unreadable checkpoint
-        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
-    if not isinstance(state, dict) or "state_dict" not in state or "loops" not in state:
-        return "not a full Lightning checkpoint (no state_dict or loop state)"
-    return None
-
-
-def resume_state(run_dir: Path, warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
-                 ) -> tuple[Path | None, dict[str, Any]]:
-    """The checkpoint to resume from (None: start afresh) and the run's resume record
-    (`resumed`: how many times it resumed; `wandb_id`: one W&B run across the resumes), updated
-    and written for this start.
-
-    A resume checkpoint that cannot be read is moved aside to `run_dir/last.ckpt.unreadable-<time>`
-    (kept for a post-mortem, not removed when the run ends), `warn` names it and why, and the run
-    starts afresh: its epochs are lost either way, and failing would leave the matrix stuck on it.
-    The record keeps the path (`set_aside`). A damaged run.json is read as none (a fresh W&B id)."""
-    folder = run_dir / "resume"
-    last, saved = folder / "last.ckpt", folder / "run.json"
-    try:
-        previous = json.loads(saved.read_text()) if last.is_file() and saved.is_file() else {}
-    except (ValueError, UnicodeDecodeError):
-        previous = {}
-    previous = previous if isinstance(previous, dict) else {}
-    why = readable_checkpoint(last) if last.is_file() else None
-    set_aside = previous.get("set_aside") if isinstance(previous.get("set_aside"), str) else None
-    if why is not None:
-        aside = run_dir / f"last.ckpt.unreadable-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        os.replace(last, aside)
-        warn(f"the resume checkpoint {last} cannot be read ({why}): set aside as {aside.name}; the run starts afresh")
-        set_aside = str(aside)
-    resumed = previous.get("resumed", -1)
-    state = {"resumed": resumed + 1 if last.is_file() and isinstance(resumed, int) else 0,
-             "wandb_id": previous["wandb_id"] if isinstance(previous.get("wandb_id"), str) else uuid.uuid4().hex[:12]}
-    if set_aside is not None:  # kept across later resumes
-        state["set_aside"] = set_aside
-    folder.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(state))
-    return (last if last.is_file() else None), state
-
-
-def finish_checkpoints(run_dir: Path, keep: str) -> None:
-    """After a run ended: `none` removes its checkpoints, `best` keeps checkpoints/best.ckpt (the
-    tested weights), `last` keeps the last full checkpoint as checkpoints/last.ckpt; the resume
-    folder goes in every case (a finished run is not resumed)."""
-    check("keep_checkpoints", keep, KEEP_CHECKPOINTS)
-    last = run_dir / "resume" / "last.ckpt"
-    if keep == "last" and last.is_file():
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-        os.replace(last, run_dir / "checkpoints" / "last.ckpt")
-    if keep != "best":
-        (run_dir / "checkpoints" / "best.ckpt").unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "resume", ignore_errors=True)
 
 
 def execute(config: RunConfig, out: Path, data_dir: Path | None = None, use_wandb: bool = False,

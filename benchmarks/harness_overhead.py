@@ -33,7 +33,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from bench.runner import RunConfig, execute
+from bench.config import RunConfig
+from bench.runner import execute
 from cells import CELLS
 from tasks import TASKS, ModelConfig
 from tasks.base import initialise_cells, optimizer_and_schedule

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.runner import RunConfig
+from bench.config import RunConfig
 from tasks import TASKS
 from tasks.adding import SPLIT_SEEDS, adding_sequences
 

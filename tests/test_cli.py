@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.runner import RunConfig
+from bench.config import RunConfig
 from cells import CELLS
 from tasks import TASKS
 

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.module import FINITE_CHECK_EVERY, BenchModule
 from tasks import TASKS
+from tasks.base import Splits
 from tasks.data import GeneratedBatches, ShuffledBatches, TensorBatches, batch_loader
 
 
@@ -121,7 +122,7 @@ def test_a_nan_loss_fails_the_run_within_the_check_window(tmp_path):
     budget = task.budget("smoke")
     steps = FINITE_CHECK_EVERY + 10
     data = task.datamodule(None, 4, task.budget("smoke"))
-    data.sizes = {"train": 4 * steps, "val": 8, "test": 8}
+    data.sizes = Splits(train=4 * steps, val=8, test=8)
     module = BenchModule(NaNAfter(bad=FINITE_CHECK_EVERY + 3), task, budget)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,

@@ -36,7 +36,7 @@ def test_every_scan_is_a_permutation_of_the_pixels(name):
 
 
 def test_side_option_is_checked_and_the_quick_budget_sets_it():
-    from bench.runner import RunConfig
+    from bench.config import RunConfig
 
     with pytest.raises(ValueError, match=r"side='13': must be one of 28, 14, 7, 4"):
         TASKS.get("mnist-pixel").configured({"side": "13"})

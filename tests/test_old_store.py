@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.runner import RunConfig, stored_config
+from bench.config import RunConfig, stored_config
 from bench.store import ResultsStore, configuration_id
 
 FIXTURE = Path(__file__).parent / "data" / "store_before_layout"

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.precision import PRECISIONS, autocast, lightning_precision, resolve_precision, set_backend_precision
-from bench.runner import RunConfig
+from bench.config import RunConfig
 from bench.store import ResultsStore
 from cells import CELLS
 

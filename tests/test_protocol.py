@@ -45,7 +45,7 @@ def test_paper_budget_of_the_pixel_tasks_initialises_every_cell_of_the_network()
 
 @pytest.mark.parametrize("cell", ["lstm_fused", "gru_fused", "rnn_fused"])
 def test_paper_budget_of_the_pixel_tasks_gives_every_cell_about_70k_parameters(cell):
-    from bench.runner import RunConfig
+    from bench.config import RunConfig
 
     config = RunConfig(task="mnist-pixel", cell=cell, budget="paper")
     expected = {"lstm_fused": 130, "gru_fused": 150, "rnn_fused": 260}[cell]

@@ -172,7 +172,7 @@ def test_the_runner_checkpoints_keep_lightnings_state_keys(tmp_path):
     callback's state, so what older checkpoints resume by) is Lightning's own."""
     from lightning.pytorch.callbacks import ModelCheckpoint as Lightnings
 
-    from bench.runner import ModelCheckpoint
+    from bench.checkpoints import ModelCheckpoint
 
     for settings in ({"monitor": "val/accuracy", "mode": "max", "save_weights_only": True},
                      {"monitor": None, "save_on_train_epoch_end": True}):
@@ -205,7 +205,7 @@ def test_an_unreadable_resume_checkpoint_is_set_aside_named_and_the_run_starts_a
 
 
 def test_a_file_that_is_not_a_full_checkpoint_is_unreadable(tmp_path):
-    from bench.runner import readable_checkpoint
+    from bench.checkpoints import readable_checkpoint
 
     torch.save({"weights": torch.zeros(2)}, tmp_path / "weights.ckpt")
     assert "not a full Lightning checkpoint" in readable_checkpoint(tmp_path / "weights.ckpt")

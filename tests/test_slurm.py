@@ -127,7 +127,7 @@ def test_merge_is_idempotent_and_a_run_done_twice_keeps_one_row(tmp_path):
 
 
 def test_one_node_keeps_the_run_identity_and_several_need_the_scheduler(tmp_path):
-    from bench.runner import RunConfig
+    from bench.config import RunConfig
 
     one = RunConfig(task="adding", cell="gru_fused", accelerator="cpu")
     assert "nodes" not in one.identity() and RunConfig(task="adding", cell="gru_fused", accelerator="cpu",

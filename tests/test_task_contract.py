@@ -7,14 +7,15 @@ import math
 import pytest
 import torch
 
-from bench.runner import RunConfig, execute
+from bench.config import RunConfig
+from bench.runner import execute
 from bench.choices import BUDGETS
 from tasks import TASKS, ModelConfig
 
 
 @pytest.fixture(scope="module")
 def tsv_corpus(shared_data, tmp_path_factory):
-    from tasks.translation_data import find_ding, parse_ding
+    from tasks.translation.corpus import find_ding, parse_ding
 
     path = tmp_path_factory.mktemp("corpus") / "pairs.tsv"
     pairs = parse_ding(find_ding(shared_data)).pairs[:500]

@@ -15,10 +15,13 @@ from bench.runner import RunConfig, ensure_baselines
 from bench.store import ResultsStore
 from tasks import TASKS, ModelConfig
 from tasks.data import DataError
-from tasks.translation import (BATCH_TOKENS_PER_PAIR, BOS, EOS, LENGTH_EXPONENTS, PAD, SacreBLEUStat, Seq2Seq,
-                               TiedOutput, TranslationData)
-from tasks.translation_data import _words as words
-from tasks.translation_data import entries_to_add, find_ding, parse_ding, parse_tsv, split_of, split_pairs
+from tasks.translation.corpus import _words as words
+from tasks.translation.corpus import entries_to_add, find_ding, parse_ding, parse_tsv, split_of, split_pairs
+from tasks.translation.data import BATCH_TOKENS_PER_PAIR, TranslationData
+from tasks.translation.decoding import LENGTH_EXPONENTS, beam_candidates, beam_search, greedy, rank
+from tasks.translation.metrics import SacreBLEUStat
+from tasks.translation.model import Seq2Seq, TiedOutput
+from tasks.translation.tokens import BOS, EOS, PAD
 
 runner = CliRunner()
 
@@ -203,20 +206,20 @@ def test_decoding_a_trained_toy_model_reproduces_memorised_pairs(cell, attention
         optimizer.step()
     assert loss.item() < 0.05
     model.eval()
-    for decoded in (model.greedy(src, src_len, 10), model.beam_search(src, src_len, 10, beam=3)):
+    for decoded in (greedy(model, src, src_len, 10), beam_search(model, src, src_len, 10, beam=3)):
         for row, target in zip(decoded.tolist(), targets):
             assert row[: len(target) + 1] == target + [EOS]
     # the ranking: candidates sorted by log-probability / length ** alpha, whatever alpha
-    tokens, scores, lengths = candidates = model.beam_candidates(src, src_len, 10, beam=3)
+    tokens, scores, lengths = candidates = beam_candidates(model, src, src_len, 10, beam=3)
     for alpha in (0.0, 1.0, 3.0):
-        ranked = model.rank(candidates, alpha)
+        ranked = rank(candidates, alpha)
         for b in range(len(sources)):
             best = max(range(3), key=lambda k: scores[b, k] / lengths[b, k].clamp(min=1) ** alpha)
             assert ranked[b].tolist() == tokens[b, best].tolist()
     # scored at every length exponent from one search: the memorised pairs give BLEU and chrF 100, length 1
     from types import SimpleNamespace
 
-    from tasks.translation import scores_by_length_exponent
+    from tasks.translation.decoding import scores_by_length_exponent
 
     decode = SimpleNamespace(decode=lambda ids: " ".join(f"w{i}" for i in ids[: ids.index(EOS) if EOS in ids else None]))
     batch = {"src": src, "src_len": src_len, "tgt_out": tgt_out, "target_text": [decode.decode(t) for t in targets]}
@@ -337,12 +340,13 @@ def test_attention_size_sets_the_additive_scores_width_and_decodes_as_it_trains(
     from types import SimpleNamespace
 
     from tasks import TASKS
-    from tasks.translation import BUDGETS
+    from tasks.translation.task import TRANSLATION_BUDGETS
 
     task = TASKS.get("translation-de-en-attention").configured({})
     quick = task.network(ModelConfig("gru_fused", 256), SimpleNamespace(vocab_size=60), task.budget("quick"))
-    assert quick.attention.query.out_features == quick.attention.key.out_features == BUDGETS["quick"].network.attention
-    assert quick.attention.score.in_features == BUDGETS["quick"].network.attention < 256
+    width = TRANSLATION_BUDGETS["quick"].network.attention
+    assert quick.attention.query.out_features == quick.attention.key.out_features == width
+    assert quick.attention.score.in_features == width < 256
     # `-o attention_size=N` overrides the budget's (version 8's was the hidden size)
     wide = task.configured({"attention_size": "256"}).network(ModelConfig("gru_fused", 256),
                                                               SimpleNamespace(vocab_size=60), task.budget("quick"))
@@ -454,7 +458,7 @@ def test_dropout_keeps_each_value_with_probability_one_minus_p_and_scales_it():
     """The task's dropout (its mask drawn by `rand_like` on CPU) does what `nn.Dropout` does: in
     training each value is kept with probability 1 - p and scaled by 1 / (1 - p), its gradient
     goes through the same mask; in evaluation it passes values through."""
-    from tasks.translation import Dropout
+    from tasks.translation.model import Dropout
 
     drop = Dropout(0.3)
     torch.manual_seed(0)
@@ -505,12 +509,12 @@ def test_dropout_and_embeddings_options_override_the_budgets_and_are_checked():
     from types import SimpleNamespace
 
     from tasks import TASKS
-    from tasks.translation import BUDGETS
+    from tasks.translation.task import TRANSLATION_BUDGETS
 
     for name in ("translation-de-en", "translation-de-en-attention"):
         task = TASKS.get(name).configured({})
         net = task.network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60), task.budget("quick"))
-        assert net.drop.p == BUDGETS["quick"].network.dropout > 0
+        assert net.drop.p == TRANSLATION_BUDGETS["quick"].network.dropout > 0
         net = task.configured({"dropout": "0.2"}).network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60),
                                                           task.budget("quick"))
         assert net.drop.p == 0.2
@@ -518,13 +522,13 @@ def test_dropout_and_embeddings_options_override_the_budgets_and_are_checked():
                                                         task.budget("quick"))
         assert net.drop.p == 0.0  # 0 is a value, not "the budget's"
         quick = task.network(ModelConfig("gru_fused", 32), SimpleNamespace(vocab_size=60), task.budget("quick"))
-        assert BUDGETS["quick"].network.tie and isinstance(quick.generator, TiedOutput)  # version 10
+        assert TRANSLATION_BUDGETS["quick"].network.tie and isinstance(quick.generator, TiedOutput)  # version 10
         apart = task.configured({"embeddings": "apart"}).network(ModelConfig("gru_fused", 32),
                                                                   SimpleNamespace(vocab_size=60), task.budget("quick"))
         assert isinstance(apart.generator, torch.nn.Linear) and apart.generator.weight.shape == (60, 32)
         smoke = task.configured({"embeddings": "tied"}).network(ModelConfig("gru_fused", 32),
                                                                  SimpleNamespace(vocab_size=60), task.budget("smoke"))
-        assert isinstance(smoke.generator, TiedOutput) and not BUDGETS["smoke"].network.tie
+        assert isinstance(smoke.generator, TiedOutput) and not TRANSLATION_BUDGETS["smoke"].network.tie
         for bad in ("1", "-0.1", "nan", "a lot"):
             with pytest.raises(ValueError, match=f"task option dropout='{bad}'.*probability from 0 up to"):
                 task.configured({"dropout": bad})
@@ -560,7 +564,7 @@ def test_attention_size_and_dropout_options_through_the_cli(shared_data, tmp_pat
 
 
 def test_length_exponent_choice_by_bleu_or_by_length():
-    from tasks.translation import choose_length_exponent
+    from tasks.translation.decoding import choose_length_exponent
 
     grid = list(LENGTH_EXPONENTS)
     bleu = dict.fromkeys(grid, 5.0) | {0.8: 5.1}
