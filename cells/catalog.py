@@ -42,8 +42,9 @@ def register_cell(
     **options: Any,
 ) -> CellSpec:
     """Register a cell under `name`. A hand-written cell brings its compiled variant with it
-    (`<prefix>_compiled` for `<prefix>_handwritten`, the same twin): a new architecture is one
-    module that registers its fused and hand-written cells."""
+    (`<prefix>_compiled` for `<prefix>_handwritten`, held to the same twin, or to the hand-written
+    cell itself where torch has no kernel for the architecture): a new architecture is one module
+    that registers its hand-written cell (and its fused one, where there is one)."""
     if not (isinstance(cls, type) and issubclass(cls, RecurrentCell)):
         raise TypeError(f"cell {name!r} must be a RecurrentCell subclass, got {cls!r}")
     spec = CELLS.add(name, CellSpec(name, cls, description, twin, options, compiled))
@@ -51,7 +52,7 @@ def register_cell(
         from cells.compiled import compiled_variant
 
         register_cell(name.removesuffix("_handwritten") + "_compiled", compiled_variant(cls),
-                      f"{name} with its time loop compiled (torch.compile)", twin, compiled=True, **options)
+                      f"{name} with its time loop compiled (torch.compile)", twin or name, compiled=True, **options)
     return spec
 
 

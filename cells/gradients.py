@@ -15,6 +15,7 @@ gradient is its own loss's.
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Callable
 
 import torch
@@ -47,7 +48,10 @@ def _record(cell: HandwrittenCell) -> list[list[Tensor]]:
 def handwritten_twin(cell: RecurrentCell) -> HandwrittenCell:
     """A plain hand-written cell (no compilation) computing what `cell` computes, weights copied."""
     cls = handwritten_class(cell.architecture)
-    options = {"nonlinearity": cell.nonlinearity} if cell.architecture == "RNN" else {}
+    # the options the class takes beyond the common ones (the tanh RNN's nonlinearity), as the cell has them
+    common = inspect.signature(RecurrentCell.__init__).parameters
+    options = {name: getattr(cell, name) for name in inspect.signature(cls.__init__).parameters
+               if name not in common and hasattr(cell, name)}
     twin = cls(cell.input_size, cell.hidden_size, cell.num_layers, cell.bidirectional, cell.dropout, **options)
     twin.load_state_dict({name: p.detach() for name, p in cell.weights().items()})
     reference = next(cell.parameters())
