@@ -6,7 +6,7 @@ from the kernel and unmaps them when the block is freed, and gives the top of it
 the kernel beyond a trim threshold. A training step allocates and frees the same large
 activations every time (the translation task's attention scores, (B, T, S, A), reach 80 MB on its
 longest batches), so every step page-faults them in again, and the kernel zeroes each page:
-docs/results.md counts them (the script, `benchmarks/allocator_faults.py`, is at rnnbench 5f6770d). `keep_freed_memory` raises both thresholds
+docs/results.md counts them. `keep_freed_memory` raises both thresholds
 (`mallopt`), so that freed blocks go back to malloc's free lists and the next step reuses them;
 the process keeps its peak heap until it exits. A caching allocator for CPU tensors would do the
 same inside torch, but torch has none that Python can switch on; jemalloc or tcmalloc, preloaded,

@@ -215,7 +215,7 @@ class FusedCell(RecurrentCell):
         for one direction; on CPU torch runs a packed LSTM step by step in ATen, a plain one in
         oneDNN's fused kernel: the quick translation LSTM's encoder over an epoch's batches (sorted
         by length: most of each batch is the shared head) took 0.74x the time of packing them whole
-        (docs/results.md; `benchmarks/translation_step_cost.py --encoder-only` at rnnbench 5f6770d)."""
+        (docs/results.md)."""
         steps, shortest = x.shape[1], int(lengths.min())
         head, state = self.run_plain(x[:, :shortest], state)
         if shortest == steps:

@@ -100,11 +100,10 @@ class AddingTask(Task):
     options = {"length": Option(200, positive_int, "steps T of each sequence (>= 2); the marks lie T/2 apart on average")}
     # Hidden 64 and lr 1e-2 (Adam, clipping at 1): measured with a bare loop, an LSTM at hidden 128 and
     # lr 1e-3 was still at the baseline after 1,000 steps at T = 200, and at T = 100 after 2,500.
-    # 2: on quick the LSTM's forget-gate bias starts at 1 (Gers et al. 2000; Jozefowicz et al. 2015),
-    # so that its cell state carries the first mark from the start: with torch's default (version 1)
-    # seed 1 ended at test MSE 0.0143, over the floor; with it seeds 0, 1, 2 end at 0.0013, 0.0005,
-    # 0.0003 (docs/results.md). The GRU and the tanh RNN have no forget gate: their runs are version 1's.
-    version = 2
+    # On quick the LSTM's forget-gate bias starts at 1 (Gers et al. 2000; Jozefowicz et al. 2015), so
+    # that its cell state carries the first mark from the start: with torch's default one seed in
+    # three ended over the floor (docs/results.md).
+    version = 2  # part of run identity; what each version changed: docs/results.md
     budgets = {
         "smoke": Budget(max_epochs=3, batch_size=32, hidden_size=16, lr=1e-2, train_batches=4, val_batches=1,
                         test_batches=2, sizes=Splits(train=256, val=64, test=128),

@@ -149,9 +149,7 @@ class AllBackground(nn.Module):
 
 class SegmentationTask(Task):
     name = "segmentation-mnist-scenes"
-    # 2: a 3x3 convolution over the upsampled features and the image gives the scores; 3: the quick
-    # budget's 6 epochs at lr 1e-2 with the LSTM's forget-gate bias at 1 (version 2: 8 epochs at 3e-3)
-    version = 3
+    version = 3  # part of run identity; what each version changed: docs/results.md
     description = "scenes of 1-3 MNIST digits, per-pixel class (11), ReNet sweeps of the cell"
     primary_metric = "miou"
     target = 40.0  # percent: the quick floor for LSTM and GRU
@@ -160,12 +158,9 @@ class SegmentationTask(Task):
         "smoke": Budget(max_epochs=1, batch_size=8, hidden_size=16, lr=3e-3, train_batches=4, val_batches=1, test_batches=2,
                         sizes=Splits(train=64, val=16, test=32),
                         note="4 training batches: checks the path, not quality"),
-        # Version 2's 8 epochs at lr 3e-3 took 4.7 min (GRU) and 5.7 min (LSTM) on a 2-core CPU, over the
-        # 4 a quick run may take; 6 of them left the LSTM at 32 % mIoU. The LSTM started slowest, so the
-        # budget starts it keeping its memory (forget-gate bias 1, Jozefowicz et al. 2015) and steps
-        # harder: validation mIoU of the LSTM after 5 epochs, 19.6 % at lr 3e-3 and 41.7 % at 6e-3; after
-        # 6 epochs at 1e-2, 54.4 % (bare loop, one seed). The recurrent sweeps are 60-70 % of a step;
-        # a batch of 64 costs twice one of 32.
+        # 6 epochs to fit the quick time; the LSTM learns slowest, so it starts keeping its memory
+        # (forget-gate bias 1, Jozefowicz et al. 2015) and steps harder (lr 1e-2): measurements in
+        # docs/results.md
         "quick": Budget(max_epochs=6, batch_size=32, hidden_size=64, lr=1e-2, forget_bias=1.0,
                         sizes=Splits(train=4000, val=500, test=2000),
                         note="6 epochs of 4,000 scenes, lr 1e-2, LSTM forget-gate bias 1"),
