@@ -264,8 +264,20 @@ class HandwrittenCell(RecurrentCell):
         return f"l{layer}_reverse" if direction else f"l{layer}"
 
     def step(self, xp_t: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> State:
-        """One step: xp_t (B, G*H) is the projected input, state holds (B, H) tensors."""
-        raise NotImplementedError
+        """One step: xp_t (B, G*H) is the projected input, state holds (B, H) tensors. By default
+        the gate equations (`combine`) of the state's projection W_hh h + b_hh; a cell whose
+        recurrence is not one projection of h overrides `step` instead."""
+        return self.combine(xp_t, torch.addmm(b_hh, state[0], w_hh.t()), state)
+
+    def combine(self, xp_t: Tensor, hp_t: Tensor, state: State) -> State:
+        """The gate equations from the input's projection xp_t and the state's hp_t = W_hh h + b_hh,
+        both (B, G*H): what a two-dimensional scan reuses with convolutions for the projections."""
+        raise NotImplementedError(f"{type(self).__name__} defines its step, not gate equations of one projection of h")
+
+    @classmethod
+    def gates_from_projections(cls) -> bool:
+        """Whether the cell's step is `combine` of one projection of h (so that a 2-D scan can use it)."""
+        return cls.combine is not HandwrittenCell.combine and cls.step is HandwrittenCell.step
 
     def scan(self, xp: Tensor, state: State, w_hh: Tensor, b_hh: Tensor, mask: Tensor | None) -> tuple[Tensor, State]:
         """Run `step` over xp (B, T, G*H); mask (B, T, 1) marks real steps, None if all are."""

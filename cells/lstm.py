@@ -30,10 +30,9 @@ class LSTMHandwritten(HandwrittenCell):
     gates = 4  # i, f, g, o: the row order of torch.nn.LSTM's weights
     state_size = 2
 
-    def step(self, xp_t: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> State:
-        h, c = state  # (B, H) each
-        gates = xp_t + torch.addmm(b_hh, h, w_hh.t())  # (B, 4H)
-        i, f, g, o = gates.chunk(4, 1)
+    def combine(self, xp_t: Tensor, hp_t: Tensor, state: State) -> State:
+        _, c = state  # (B, H)
+        i, f, g, o = (xp_t + hp_t).chunk(4, 1)  # (B, H) each
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c

@@ -35,9 +35,8 @@ class RNNHandwritten(HandwrittenCell):
         super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout)
         self.activation = torch.tanh if nonlinearity == "tanh" else torch.relu
 
-    def step(self, xp_t: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> State:
-        (h,) = state  # (B, H)
-        return (self.activation(xp_t + torch.addmm(b_hh, h, w_hh.t())),)
+    def combine(self, xp_t: Tensor, hp_t: Tensor, state: State) -> State:
+        return (self.activation(xp_t + hp_t),)
 
 
 register_cell("rnn_fused", RNNFused, "vanilla tanh RNN, torch.nn.RNN (cuDNN / ATen); nonlinearity=relu optional")
