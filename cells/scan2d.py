@@ -148,18 +148,22 @@ class RowScan(Scan2D):
         return (out, state) if return_state else out
 
 
+# Both by reading a padded map with another row length, no per-row copies: their backward passes
+# are a pad and a slice (writing the rows into a zero map one by one made the backward copy the
+# whole map once per row, half of a Diagonal scan's training step at the MNIST shape).
 def skew(x: Tensor) -> Tensor:
     """(B, C, H, W) -> (B, C, H, W + H - 1), row i shifted right by i (zeros elsewhere)."""
     height, width = x.shape[2], x.shape[3]
-    out = x.new_zeros(*x.shape[:3], width + height - 1)
-    for i in range(height):
-        out[:, :, i, i:i + width] = x[:, :, i]
-    return out
+    # rows of W + H read as rows of W + H - 1: each row starts one place further right
+    flat = F.pad(x, (0, height)).flatten(2)[:, :, : height * (width + height - 1)]
+    return flat.reshape(*x.shape[:2], height, width + height - 1)
 
 
 def unskew(x: Tensor, width: int) -> Tensor:
     """The inverse of `skew`: (B, C, H, W + H - 1) -> (B, C, H, W)."""
-    return torch.stack([x[:, :, i, i:i + width] for i in range(x.shape[2])], 2)
+    height = x.shape[2]
+    flat = F.pad(x.flatten(2), (0, height))  # rows of W + H - 1 read as rows of W + H
+    return flat.reshape(*x.shape[:2], height, width + height)[:, :, :, :width]
 
 
 class DiagonalScan(Scan2D):
