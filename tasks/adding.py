@@ -103,7 +103,7 @@ class AddingTask(Task):
     # On quick the LSTM's forget-gate bias starts at 1 (Gers et al. 2000; Jozefowicz et al. 2015), so
     # that its cell state carries the first mark from the start: with torch's default one seed in
     # three ended over the floor (docs/results.md).
-    version = 2  # part of run identity; what each version changed: docs/results.md
+    version = 2  # part of run identity: raised when what the task computes changes
     budgets = {
         "smoke": Budget(max_epochs=3, batch_size=32, hidden_size=16, lr=1e-2, train_batches=4, val_batches=1,
                         test_batches=2, sizes=Splits(train=256, val=64, test=128),

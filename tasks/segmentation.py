@@ -149,7 +149,7 @@ class AllBackground(nn.Module):
 
 class SegmentationTask(Task):
     name = "segmentation-mnist-scenes"
-    version = 3  # part of run identity; what each version changed: docs/results.md
+    version = 3  # part of run identity: raised when what the task computes changes
     description = "scenes of 1-3 MNIST digits, per-pixel class (11), ReNet sweeps of the cell"
     primary_metric = "miou"
     target = 40.0  # percent: the quick floor for LSTM and GRU
