@@ -57,6 +57,8 @@ class RunConfig:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if self.dropout > 0 and self.num_layers == 1:
             raise ValueError(f"dropout={self.dropout} acts between layers, so it needs num_layers > 1 (--layers)")
+        self.task_settings.check_model(
+            ModelConfig(self.cell, self.resolved_hidden_size, self.num_layers, self.bidirectional, self.dropout))
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("accelerator 'cuda' was asked for but torch sees no CUDA device")
         self.resolved_precision

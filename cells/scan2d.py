@@ -106,9 +106,12 @@ class Scan2D(nn.Module):
         zeros = like.new_zeros(like.shape[0], self.hidden_size, positions)
         return (zeros,) * self.state_size
 
-    def initialise(self, forget_bias: float | None = None) -> None:
+    def initialise(self, orthogonal: bool = False, forget_bias: float | None = None) -> None:
         """The forget gate's bias (LSTM), as for 1-D cells: in the input-to-state bias, the
-        state-to-state one 0."""
+        state-to-state one 0. `orthogonal` (recurrent matrices orthogonal per gate) has no
+        counterpart for a convolution's kernel and is refused."""
+        if orthogonal:
+            raise ValueError("an orthogonal recurrent initialisation is defined for 1-D cells, not for 2-D scans")
         forget = self.gating.forget_gate
         if forget_bias is None or forget is None:
             return
@@ -200,9 +203,9 @@ class DiagonalBiScan(nn.Module):
         self.backward_scan = DiagonalScan(cell, in_channels, hidden_size, masked)
         self.hidden_size, self.architecture = hidden_size, self.forward_scan.architecture
 
-    def initialise(self, forget_bias: float | None = None) -> None:
-        self.forward_scan.initialise(forget_bias)
-        self.backward_scan.initialise(forget_bias)
+    def initialise(self, orthogonal: bool = False, forget_bias: float | None = None) -> None:
+        self.forward_scan.initialise(orthogonal, forget_bias)
+        self.backward_scan.initialise(orthogonal, forget_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         right_to_left = self.backward_scan(x.flip(3)).flip(3)

@@ -185,6 +185,10 @@ class Task:
         """The network; called after `datamodule.prepare_data()`."""
         raise NotImplementedError
 
+    def check_model(self, model: ModelConfig) -> None:
+        """Refuse, before anything runs, a model the task's network cannot be built with (ValueError
+        naming the setting and what is allowed); every model by default."""
+
     def split_sizes(self) -> dict[str, dict[str, int]]:
         """The splits' sizes of every budget, as the task's config stores them."""
         return {name: asdict(budget.sizes) for name, budget in self.budgets.items()}
@@ -312,12 +316,13 @@ def optimizer_and_schedule(parameters, budget: Budget, total_steps: int, fused: 
 
 
 def initialise_cells(network: nn.Module, budget: Budget) -> nn.Module:
-    """Apply the budget's initialisation to every recurrent cell in the network."""
+    """Apply the budget's initialisation to every recurrent cell and two-dimensional scan in the network."""
     from cells.base import RecurrentCell
+    from cells.scan2d import Scan2D
 
     if budget.orthogonal_init or budget.forget_bias is not None:
         for module in network.modules():
-            if isinstance(module, RecurrentCell):
+            if isinstance(module, (RecurrentCell, Scan2D)):
                 module.initialise(orthogonal=budget.orthogonal_init, forget_bias=budget.forget_bias)
     return network
 

@@ -127,6 +127,15 @@ class ConstantClass(nn.Module):
         return self.logits.expand(x.shape[0], -1)
 
 
+def majority_class(datamodule: MNISTScanData) -> Baseline:
+    """The baseline of the MNIST classifiers: the training split's most frequent digit."""
+    train = datamodule.train_set  # a Subset of the training TensorBatches
+    labels = train.dataset.tensors[1][torch.as_tensor(train.indices)]
+    majority = int(torch.bincount(labels, minlength=10).argmax())
+    return Baseline("majority class", f"always the training split's most frequent digit ({majority})",
+                    ConstantClass(majority, 10))
+
+
 class MNISTScanTask(Task):
     """A scan of the image: rows (`order` None: 28 steps of a row) or pixels (`order(side)`: one pixel a
     step, the image pooled to the option `side`)."""
@@ -172,11 +181,7 @@ class MNISTScanTask(Task):
         return torchmetrics.MetricCollection({"accuracy": torchmetrics.Accuracy(task="multiclass", num_classes=10)})
 
     def baselines(self, datamodule):
-        train = datamodule.train_set  # a Subset of the training TensorBatches
-        labels = train.dataset.tensors[1][torch.as_tensor(train.indices)]
-        majority = int(torch.bincount(labels, minlength=10).argmax())
-        return [Baseline("majority class", f"always the training split's most frequent digit ({majority})",
-                         ConstantClass(majority, 10))]
+        return [majority_class(datamodule)]
 
     def config(self):
         return {**super().config(), "steps": self.steps, "features": self.features,

@@ -132,3 +132,16 @@ def test_a_cell_whose_step_is_not_gate_equations_of_a_projection_is_refused_by_n
         CELLS.remove("mgu_handwritten")
         CELLS.remove("mgu_compiled")
     assert scan_gating("lstm_compiled").architecture == "LSTM"
+
+
+def test_a_scan_task_refuses_a_model_it_cannot_build_before_anything_runs():
+    from bench.config import RunConfig
+
+    with pytest.raises(ValueError, match="--bidirectional has no meaning for a two-dimensional scan"):
+        RunConfig("mnist-scan-row", "lstm_fused", bidirectional=True)
+    from tasks import TASKS
+    from tasks.base import ModelConfig
+
+    network = TASKS.get("mnist-scan-diagonal").network(ModelConfig("gru_fused", 4, num_layers=2, dropout=0.1))
+    assert len(network.scans) == 2 and network.scans[1].forward_scan.in_channels == 4
+    assert network(torch.randn(3, 1, 28, 28)).shape == (3, 10)
