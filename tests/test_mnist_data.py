@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from tasks import TASKS
-from tasks.mnist import PIXELS, SIDES, pooled, snake, zigzag
+from tasks.mnist import PIXELS, SIDES, MNISTScanTask, pooled, snake, zigzag
 from tasks.mnist_data import FILES, DataError, load_file, load_mnist
 
-SCAN_TASKS = [name for name in TASKS.names() if name.startswith("mnist-")]
+SCAN_TASKS = [name for name in TASKS.names() if isinstance(TASKS.get(name), MNISTScanTask)]  # the 1-D scans
 
 
 def test_real_mnist_loads_and_verifies(shared_data):
