@@ -80,7 +80,14 @@ def write_store_report(store, out: Path, goals: dict[str, float] | None = None) 
     from reports.markdown import write_report
 
     return write_report(store.rows(), out, store.rows("speed"), store.rows("baselines"),
-                        targets() if goals is None else goals)
+                        targets() if goals is None else goals, published())
+
+
+def published() -> dict[str, list[dict]]:
+    """Each task's published results (`Task.published`), for the report and W&B."""
+    from tasks import TASKS
+
+    return {task.name: [p.row() for p in task.published] for task in TASKS if task.published}
 
 
 def open_store(out: Path, readonly: bool = False):
@@ -236,7 +243,7 @@ def run(
     if wandb:
         from bench.wandb_tables import log_leaderboard
 
-        log_leaderboard(rows, out, store.rows("baselines"), targets())
+        log_leaderboard(rows, out, store.rows("baselines"), targets(), published())
     say(counts_line(counts) + f"; report: {path}")
     if counts["failed"]:
         raise typer.Exit(code=1)

@@ -194,3 +194,12 @@ def seconds_to_target(e: dict[str, Any]) -> tuple[float | None, int]:
     """Mean seconds to the target over the seeds that reached it (None if none did), and how many did."""
     times = [t for t in e["to_target"] or [] if t is not None]
     return (statistics.fmean(times) if times else None), len(times)
+
+
+def published_for(entries: list[dict[str, Any]], published: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The task's published results whose protocol some of these runs follow: the same budget, and
+    the option values the result names (`Published.row()` of the task's declarations)."""
+    runs = [((r.get("config") or {}).get("task_config") or {}, r["budget"]) for e in entries for r in e["runs"]]
+    return [p for p in published
+            if any(budget == p["budget"] and all((config.get("options") or {}).get(k) == v
+                                                 for k, v in p["options"].items()) for config, budget in runs)]

@@ -11,7 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from reports.leaderboard import baselines_for, leaderboard, seconds_to_target, shared_options, unit_label, unit_scale
+from reports.leaderboard import (baselines_for, leaderboard, published_for, seconds_to_target, shared_options,
+                                 unit_label, unit_scale)
 from reports.plots import plot_curves, plot_metric_vs_time, plot_state_gradients
 
 
@@ -52,9 +53,10 @@ def _shared(e: dict[str, Any]) -> str:
     return f" (device shared by {e['device_share']})" if e["device_share"] > 1 else ""
 
 
-def task_table(entries: list[dict[str, Any]], baselines: list[dict[str, Any]] = ()) -> tuple[list[str], list[list[str]]]:
+def task_table(entries: list[dict[str, Any]], baselines: list[dict[str, Any]] = (),
+               published: list[dict[str, Any]] = ()) -> tuple[list[str], list[list[str]]]:
     """The header and rows of one task's table: the markdown report and W&B show the same.
-    Baselines follow the ranked rows, marked, outside the ranking."""
+    Baselines and published results follow the ranked rows, marked, outside the ranking."""
     name = entries[0]["metric_name"]
     others = sorted({k for e in entries for k in e["others"] if "@" not in k})
     with_tokens = any(e["tokens_per_s"] for e in entries)
@@ -82,6 +84,10 @@ def task_table(entries: list[dict[str, Any]], baselines: list[dict[str, Any]] = 
             *[_number(metrics[k] * unit_scale(k)) if k in metrics else "-" for k in others],
             "-", str(b["test_samples"]), *["-"] * (5 + with_tokens + (target is not None)),
         ])
+    for p in published:
+        body.append([f"published: {p['model']}", f"{p['budget']} {_options(p['options'])}".strip(), "-",
+                     _number(p["value"]), "-", "-", *["-"] * len(others), "-", "-",
+                     *["-"] * (5 + with_tokens + (target is not None))])
     return header, body
 
 
@@ -197,8 +203,9 @@ def render_speed(speed_rows: list[dict[str, Any]]) -> list[str]:
 
 def render(rows: list[dict[str, Any]], plots: dict[str, list[tuple[str, str]]] | None = None,
            speed_rows: list[dict[str, Any]] | None = None, baseline_rows: list[dict[str, Any]] | None = None,
-           targets: dict[str, float] | None = None) -> str:
-    """The report's markdown; `plots`: task -> [(picture path, caption)]."""
+           targets: dict[str, float] | None = None, published: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    """The report's markdown; `plots`: task -> [(picture path, caption)]; `published`: task -> the
+    published results it declares (`Published.row()`)."""
     plots = plots or {}
     out = ["# rnnbench report", ""]
     if not rows:
@@ -209,11 +216,15 @@ def render(rows: list[dict[str, Any]], plots: dict[str, list[tuple[str, str]]] |
     memory_kinds = sorted({r["memory_kind"] for r in rows if r["status"] == "ok"})
     for task, entries in leaderboard(rows, targets).items():
         baselines = baselines_for(entries, baseline_rows or [])
-        out += [f"## {task}", "", markdown_table(*task_table(entries, baselines)), ""]
+        cited = published_for(entries, (published or {}).get(task, []))
+        out += [f"## {task}", "", markdown_table(*task_table(entries, baselines, cited)), ""]
         out += per_step_tables(entries, baselines)
         if baselines:
             out += ["Baselines (rows marked `baseline:`, not ranked): " + "; ".join(
                 f"{b['name']}: {b['description']}" for b in baselines) + ".", ""]
+        if cited:
+            out += ["Published results of the same protocol (rows marked `published:`, not ranked): " + "; ".join(
+                f"{p['model']}: {p['citation']}" for p in cited) + ".", ""]
         notes = sorted({(r["budget"], (r.get("config") or {}).get("budget_config", {}).get("note", ""))
                         for e in entries for r in e["runs"]})
         if any(note for _, note in notes):
@@ -257,7 +268,8 @@ def render(rows: list[dict[str, Any]], plots: dict[str, list[tuple[str, str]]] |
 
 
 def write_report(rows: list[dict[str, Any]], out: Path, speed_rows: list[dict[str, Any]] | None = None,
-                 baseline_rows: list[dict[str, Any]] | None = None, targets: dict[str, float] | None = None) -> Path:
+                 baseline_rows: list[dict[str, Any]] | None = None, targets: dict[str, float] | None = None,
+                 published: dict[str, list[dict[str, Any]]] | None = None) -> Path:
     """Write OUT/report.md and the pictures beside it (per task: the metric against training time,
     the learning curves)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -275,7 +287,7 @@ def write_report(rows: list[dict[str, Any]], out: Path, speed_rows: list[dict[st
     path = out / "report.md"
     tmp = path.with_suffix(".md.tmp")
     try:
-        tmp.write_text(render(rows, plots, speed_rows, baseline_rows, targets))
+        tmp.write_text(render(rows, plots, speed_rows, baseline_rows, targets, published))
         tmp.replace(path)
     except OSError as err:  # a failed write does not say which file
         raise OSError(err.errno, err.strerror, str(path)) from err

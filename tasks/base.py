@@ -125,6 +125,23 @@ def non_negative_int(text: str) -> int:
 
 
 @dataclass(frozen=True)
+class Published:
+    """A published result of the task's protocol, shown in the report beside the runs of `budget`
+    (with these task option values) as a marked row outside the ranking; `value` in the report's
+    units (percent for accuracy)."""
+
+    model: str  # e.g. "LSTM"
+    value: float
+    citation: str  # e.g. "Bai, Kolter & Koltun 2018, Table 1"
+    budget: str = "paper"
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def row(self) -> dict[str, Any]:
+        return {"model": self.model, "value": self.value, "citation": self.citation, "budget": self.budget,
+                "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
 class Option:
     """A task option, given as `--task-option name=value` on the command line. `model_only`: it
     changes the model or its decoding, not the data, so the task's baselines (scored on the data
@@ -152,6 +169,7 @@ class Task:
     # accuracy and IoU); `rnnbench report --target TASK=VALUE` overrides it
     target: float | None = None
     budgets: dict[str, Budget] = {}  # by name: smoke, quick, paper
+    published: tuple[Published, ...] = ()  # results in the literature, for the report
     options: dict[str, Option] = {}  # by name; values in `self.settings` once configured
 
     @property

@@ -26,7 +26,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from cells import build_cell
-from tasks.base import Baseline, Budget, ModelConfig, Option, Task, last_state_features, register_task
+from tasks.base import Baseline, Budget, ModelConfig, Option, Published, Task, last_state_features, register_task
 from tasks.data import TensorBatches
 from tasks.mnist_data import MNISTDataModule
 
@@ -146,8 +146,9 @@ class MNISTScanTask(Task):
     higher_is_better = True
 
     def __init__(self, name: str, description: str, order: Callable[[int], Tensor] | None,
-                 budgets: dict[str, Budget], version: int = 1):
+                 budgets: dict[str, Budget], version: int = 1, published: tuple[Published, ...] = ()):
         self.name, self.description, self.order_of, self.budgets, self.version = name, description, order, budgets, version
+        self.published = published
         self.options = {} if order is None else {
             "side": Option(SIDE, _side, f"the image average-pooled to side x side before it is scanned (side^2 steps "
                                         f"of one pixel): one of {', '.join(map(str, SIDES))}")}
@@ -223,6 +224,13 @@ def bai_protocol(forget_bias: float) -> Budget:
                        f"150 (GRU), 260 (tanh RNN), about 70K parameters, forget-gate bias {forget_bias:g}")
 
 
+def bai_results(lstm: float, gru: float, rnn: float) -> tuple[Published, ...]:
+    """Bai et al. 2018's Table 1 figures (test accuracy, %) for the protocol of the paper budget."""
+    cite = "Bai, Kolter & Koltun 2018, Table 1 (arXiv 1803.01271)"
+    return tuple(Published(model, value, cite, "paper", (("side", 28),))
+                 for model, value in (("LSTM", lstm), ("GRU", gru), ("tanh RNN", rnn)))
+
+
 PIXEL_BUDGETS = {"smoke": PIXEL_SMOKE, "quick": PIXEL_QUICK, "paper": bai_protocol(1.0)}
 PERMUTED_BUDGETS = {"smoke": PIXEL_SMOKE, "quick": PIXEL_QUICK, "paper": bai_protocol(10.0)}
 # 2: quick scans 14 x 14 (it read 200 batches of the 784-step scan), paper is Bai et al.'s protocol
@@ -230,9 +238,9 @@ PIXEL_VERSION = 2
 
 register_task(MNISTScanTask("mnist-row", "MNIST, 28 steps of one 28-pixel row", None, ROW_BUDGETS))
 register_task(MNISTScanTask("mnist-pixel", "MNIST, one pixel a step, row-major (784 steps; side=14: 196)", row_major,
-                            PIXEL_BUDGETS, PIXEL_VERSION))
+                            PIXEL_BUDGETS, PIXEL_VERSION, bai_results(87.2, 96.2, 21.5)))
 register_task(MNISTScanTask("mnist-permuted", "MNIST, one pixel a step under one fixed permutation", permuted,
-                            PERMUTED_BUDGETS, PIXEL_VERSION))
+                            PERMUTED_BUDGETS, PIXEL_VERSION, bai_results(85.7, 87.3, 25.3)))
 register_task(MNISTScanTask("mnist-zigzag", "MNIST, one pixel a step in JPEG zigzag order", zigzag, PIXEL_BUDGETS,
                             PIXEL_VERSION))
 register_task(MNISTScanTask("mnist-snake", "MNIST, one pixel a step, rows alternately reversed", snake, PIXEL_BUDGETS,

@@ -192,3 +192,31 @@ def test_export_writes_every_row_and_one_grouped_row_per_configuration(tmp_path,
     assert float(gru["ci95_half_width"]) == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)
     with pytest.raises(ValueError, match="format must be one of csv, json"):
         export({"runs": rows}, "runs", "xlsx", tmp_path)
+
+
+def test_published_results_follow_the_runs_of_their_protocol_marked_and_unranked():
+    from bench.cli import published
+    from reports.leaderboard import published_for
+
+    declared = published()
+    pixel = {p["model"]: p for p in declared["mnist-pixel"]}
+    assert pixel["GRU"]["value"] == 96.2 and pixel["LSTM"]["budget"] == "paper" and "Bai" in pixel["LSTM"]["citation"]
+    assert {p["model"]: p["value"] for p in declared["mnist-permuted"]} == {"LSTM": 85.7, "GRU": 87.3, "tanh RNN": 25.3}
+
+    def run(budget, side):
+        row = record("gru_fused", 0, 0.9, [], {"side": side})
+        row.update(task="mnist-pixel", budget=budget, metric_name="accuracy", higher_is_better=1, best_val_metric=0.9,
+                   metrics={"accuracy": 0.9})
+        return row
+
+    paper, quick = [run("paper", 28)], [run("quick", 14)]
+    assert published_for(leaderboard(quick)["mnist-pixel"], declared["mnist-pixel"]) == []
+    assert published_for(leaderboard([run("paper", 14)])["mnist-pixel"], declared["mnist-pixel"]) == []
+    text = render(paper, published=declared)
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[2].startswith("| gru_fused ") and "| 90.00 |" in lines[2]  # ranked, in percent
+    assert lines[3].startswith("| published: LSTM | paper side=28 | - | 87.20 |")
+    assert lines[4].startswith("| published: GRU | paper side=28 | - | 96.20 |")
+    assert lines[5].startswith("| published: tanh RNN | paper side=28 | - | 21.50 |") and lines[6].startswith("| device ")
+    assert "Published results of the same protocol (rows marked `published:`, not ranked): LSTM: Bai" in text
+    assert "published:" not in render(quick, published=declared)
