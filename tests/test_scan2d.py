@@ -145,3 +145,21 @@ def test_a_scan_task_refuses_a_model_it_cannot_build_before_anything_runs():
     network = TASKS.get("mnist-scan-diagonal").network(ModelConfig("gru_fused", 4, num_layers=2, dropout=0.1))
     assert len(network.scans) == 2 and network.scans[1].forward_scan.in_channels == 4
     assert network(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("cell", GATINGS)
+def test_the_two_directions_in_one_scan_equal_two_scans(cell):
+    """DiagonalBiScan runs both directions as one batch with a grouped convolution: the same as its
+    two DiagonalScans run apart, the mirrored one shifted down a row (outputs and gradients)."""
+    torch.manual_seed(3)
+    scan = DiagonalBiScan(cell, 2, 3).double()
+    x = torch.randn(4, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    out = scan(x)
+    apart = scan.forward_scan(x) + torch.nn.functional.pad(scan.backward_scan(x.flip(3)).flip(3)[:, :, :-1],
+                                                           (0, 0, 1, 0))
+    torch.testing.assert_close(out, apart)
+    weight = torch.randn(out.shape, dtype=torch.float64)
+    grads = torch.autograd.grad((out * weight).sum(), [x, *scan.parameters()])
+    grads_apart = torch.autograd.grad((apart * weight).sum(), [x, *scan.parameters()])
+    for a, b in zip(grads, grads_apart):
+        torch.testing.assert_close(a, b)
