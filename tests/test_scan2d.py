@@ -163,3 +163,18 @@ def test_the_two_directions_in_one_scan_equal_two_scans(cell):
     grads_apart = torch.autograd.grad((apart * weight).sum(), [x, *scan.parameters()])
     for a, b in zip(grads, grads_apart):
         torch.testing.assert_close(a, b)
+
+
+def test_the_command_line_refuses_a_scan_it_cannot_build_naming_the_input(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--task", "mnist-scan-row", "--cell", "lstm_fused", "--bidirectional",
+                                      "--budget", "smoke", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--bidirectional has no meaning for a two-dimensional scan" in result.output
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+    with pytest.raises(ValueError, match="input_width must be odd"):
+        RowScan("lstm_fused", 1, 4, input_width=2)
+    with pytest.raises(ValueError, match="odd kernel sizes, got 4 x 3"):
+        MaskedConv2d(1, 1, (4, 3), "B")
