@@ -51,11 +51,10 @@ def _now() -> str:
 
 def _base_record(config: RunConfig) -> dict[str, Any]:
     task = config.task_settings
-    identity = config.identity()
     record = {
         "run_id": config.run_id, "task": config.task, "task_version": task.version, "cell": config.cell,
         "seed": config.seed, "budget": config.budget, "num_layers": config.num_layers,
-        "hidden_size": identity["hidden_size"], "bidirectional": int(config.bidirectional), "devices": config.devices,
+        "hidden_size": config.resolved_hidden_size, "bidirectional": int(config.bidirectional), "devices": config.devices,
         "precision": config.resolved_precision, "nodes": config.nodes,
         "metric_name": task.primary_metric, "higher_is_better": int(task.higher_is_better),
         "device": device_name(config.device), "environment": environment(config.device),
