@@ -62,8 +62,10 @@ class ScanClassificationTask(Task):
     primary_metric = "accuracy"
     higher_is_better = True
 
-    def __init__(self, name: str, scan: str, description: str, target: float, budgets: dict[str, Budget]):
+    def __init__(self, name: str, scan: str, description: str, target: float, budgets: dict[str, Budget],
+                 version: int = 1):
         self.name, self.scan, self.description, self.target, self.budgets = name, scan, description, target, budgets
+        self.version = version
 
     def check_model(self, model):
         check_scan_model(model)
@@ -98,10 +100,12 @@ ROW_BUDGETS = {
                     note="4 epochs, hidden 32, AdamW 3e-3 with cosine decay, clip 1, the LSTM's forget-gate bias 1"),
     "paper": Budget(max_epochs=20, batch_size=64, hidden_size=64, lr=1e-3, forget_bias=1.0, note="20 epochs, hidden 64"),
 }
+# 2 epochs (5.7 minutes a GRU run, 6.8 an LSTM one) left GRU at 94.0 % and LSTM at 92.2 %; a larger batch
+# or more channels cost more time a sample on 2 cores than they gave (the steps are not overhead-bound)
 DIAGONAL_BUDGETS = {
     "smoke": SMOKE,
-    "quick": Budget(max_epochs=2, batch_size=64, hidden_size=16, lr=3e-3, forget_bias=1.0,
-                    note="2 epochs, hidden 16, AdamW 3e-3 with cosine decay, clip 1, the LSTM's forget-gate bias 1"),
+    "quick": Budget(max_epochs=3, batch_size=64, hidden_size=16, lr=3e-3, forget_bias=1.0,
+                    note="3 epochs, hidden 16, AdamW 3e-3 with cosine decay, clip 1, the LSTM's forget-gate bias 1"),
     "paper": Budget(max_epochs=20, batch_size=64, hidden_size=64, lr=1e-3, forget_bias=1.0, note="20 epochs, hidden 64"),
 }
 
@@ -109,4 +113,4 @@ register_task(ScanClassificationTask("mnist-scan-row", "row", "MNIST classified 
                                      "with the cell's gating), 28 steps of a row", 97.0, ROW_BUDGETS))
 register_task(ScanClassificationTask("mnist-scan-diagonal", "diagonal", "MNIST classified by a Diagonal scan (PixelRNN's "
                                      "Diagonal BiLSTM with the cell's gating), 55 diagonals each way", 95.0,
-                                     DIAGONAL_BUDGETS))
+                                     DIAGONAL_BUDGETS, version=2))
