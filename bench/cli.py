@@ -328,8 +328,8 @@ def merge(
 @app.command()
 def speed(
     cell: Annotated[Optional[list[str]], typer.Option("--cell", "-c", help="Cell name; repeat for several. Default: every registered cell.")] = None,
-    shape: Annotated[Optional[list[str]], typer.Option("--shape", help="A named shape (mnist-row, mnist-pixel, fastrnns, deepbench-...) or B,T,I,H[,L[,D]]; repeat for several.")] = None,
-    shape_set: Annotated[Optional[str], typer.Option(help="A set of shapes: cpu (mnist-row), mnist, gpu (fastrnns and DeepBench-like). Default: cpu on CPU, gpu on CUDA.")] = None,
+    shape: Annotated[Optional[list[str]], typer.Option("--shape", help="A named shape (mnist-row, mnist-pixel, mnist-scan-row, mnist-scan-diagonal, fastrnns, deepbench-...) or B,T,I,H[,L[,D]]; repeat for several.")] = None,
+    shape_set: Annotated[Optional[str], typer.Option(help="A set of shapes: cpu (mnist-row), mnist, scans (PixelRNN's 2-D layers on MNIST images, one cell per gating), gpu (fastrnns and DeepBench-like). Default: cpu on CPU, gpu on CUDA.")] = None,
     device: Annotated[Device, typer.Option(help="cpu or cuda; cuda without a GPU records the cells as skipped.")] = Device["cpu"],
     out: Annotated[Path, typer.Option(help="Folder of the results store; rows go to its table `speed`.")] = DEFAULT_OUT,
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,

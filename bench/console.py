@@ -79,7 +79,7 @@ class MatrixProgress:
 class SpeedTables:
     """`rnnbench speed`'s tables, one per shape, filled as the rows come and printed at the end."""
 
-    COLUMNS = ("fwd ms", "fwd+bwd ms", "vs fused", "floor ms", "tok/s", "GFLOP/s", "first call s", "MiB")
+    COLUMNS = ("fwd ms", "fwd+bwd ms", "vs fused", "floor ms", "tok/s", "GFLOP/s", "first call s", "MiB", "params")
 
     def __init__(self):
         self.tables: dict[str, Table] = {}
@@ -95,11 +95,14 @@ class SpeedTables:
             table.add_column("cell", no_wrap=True)
             for column in self.COLUMNS:
                 table.add_column(column, justify="right", min_width=max(len(word) for word in column.split()))
-        ratio = "-" if row["ratio_to_fused"] is None else f"{row['ratio_to_fused']:.2f}"
+        def number(value, form: str) -> str:
+            return "-" if value is None else format(value, form)
+
         self.tables[row["shape"]].add_row(
-            row["cell"], f"{row['forward_ms']:.2f}", f"{row['forward_backward_ms']:.2f}", ratio,
-            f"{row['floor_forward_backward_ms']:.2f}", f"{row['tokens_per_s'] / 1e3:.1f}k",
-            f"{row['flops_per_s'] / 1e9:.1f}", f"{row['first_call_s']:.2f}", f"{row['memory_bytes'] / 2**20:.2f}")
+            row["cell"], f"{row['forward_ms']:.2f}", f"{row['forward_backward_ms']:.2f}",
+            number(row["ratio_to_fused"], ".2f"), number(row["floor_forward_backward_ms"], ".2f"),
+            f"{row['tokens_per_s'] / 1e3:.1f}k", number(row["flops_per_s"] and row["flops_per_s"] / 1e9, ".1f"),
+            f"{row['first_call_s']:.2f}", f"{row['memory_bytes'] / 2**20:.2f}", f"{row['parameters']:,}")
 
     def print(self, rows: list[dict[str, Any]]) -> None:
         for table in self.tables.values():

@@ -13,6 +13,10 @@ achieved FLOP/s of the matmuls against the peak the same run measures with a lar
 the same device; the matmul floor (the matmuls alone of a hand-written loop at that shape);
 peak memory (the CUDA allocator's peak on GPU, bytes saved for backward on CPU); and the first
 call's time (compilation and other set-up) in its own column.
+
+The scan shapes (`--shape-set scans`) time PixelRNN's two-dimensional layers (`cells.scan2d`) with
+each cell's gating over a batch of MNIST-sized images; their products are convolutions, so they
+have no matmul count or floor, and tokens are pixels.
 """
 
 from __future__ import annotations
@@ -40,8 +44,14 @@ class Shape:
     hidden_size: int
     layers: int = 1
     directions: int = 1
+    # a two-dimensional scan (`cells.scan2d`) of a steps x steps image of input_size channels, with
+    # the cell's gating: "row" or "diagonal"; None: the cell itself over a sequence
+    scan: str | None = None
 
     def describe(self) -> str:
+        if self.scan:
+            return (f"B={self.batch} image {self.steps}x{self.steps} C={self.input_size} H={self.hidden_size}"
+                    f" {self.scan} scan")
         return (f"B={self.batch} T={self.steps} I={self.input_size} H={self.hidden_size}"
                 f" L={self.layers} D={self.directions}")
 
@@ -49,6 +59,9 @@ class Shape:
 SHAPES = {s.name: s for s in [
     Shape("mnist-row", 64, 28, 28, 128),
     Shape("mnist-pixel", 64, 784, 1, 128),
+    # PixelRNN's layers on one MNIST image channel, at the hidden sizes of the scan tasks' quick budgets
+    Shape("mnist-scan-row", 64, 28, 1, 32, scan="row"),
+    Shape("mnist-scan-diagonal", 64, 28, 1, 16, scan="diagonal"),
     Shape("fastrnns", 64, 100, 512, 512),  # the default of PyTorch's benchmarks/fastrnns
     # DeepBench-like training shapes (hidden = input, 25 or 50 steps); sized for GPUs
     Shape("deepbench-h512-b32-t25", 32, 25, 512, 512),
@@ -59,6 +72,7 @@ SHAPES = {s.name: s for s in [
 SHAPE_SETS = {
     "cpu": ["mnist-row"],
     "mnist": ["mnist-row", "mnist-pixel"],
+    "scans": ["mnist-scan-row", "mnist-scan-diagonal"],
     "gpu": ["fastrnns", "deepbench-h512-b32-t25", "deepbench-h1024-b64-t25", "deepbench-h2048-b32-t25",
             "deepbench-h1536-b16-t50"],
 }
@@ -217,9 +231,15 @@ class Subject:
         self.name, self.shape, self.device, self.precision = name, shape, device, precision
         self.spec = CELLS.get(name)
         torch.manual_seed(0)
-        self.cell = build_cell(name, shape.input_size, shape.hidden_size, shape.layers,
-                               shape.directions == 2).to(device)
-        self.x = torch.randn(shape.batch, shape.steps, shape.input_size, device=device)
+        if shape.scan:
+            from cells.scan2d import SCANS
+
+            self.cell = SCANS[shape.scan](name, shape.input_size, shape.hidden_size).to(device)
+            self.x = torch.randn(shape.batch, shape.input_size, shape.steps, shape.steps, device=device)
+        else:
+            self.cell = build_cell(name, shape.input_size, shape.hidden_size, shape.layers,
+                                   shape.directions == 2).to(device)
+            self.x = torch.randn(shape.batch, shape.steps, shape.input_size, device=device)
         self.params = list(self.cell.parameters())
         self.first_call_s = timer.once(self.forward_backward)  # compilation and other one-time set-up
         self.forward()
@@ -228,9 +248,13 @@ class Subject:
         with torch.no_grad(), autocast(self.precision, self.device.type):
             self.cell(self.x)
 
+    def output(self) -> torch.Tensor:
+        out = self.cell(self.x)
+        return out if self.shape.scan else out[0]  # a cell answers (output, state)
+
     def forward_backward(self) -> None:
         with autocast(self.precision, self.device.type):
-            output, _ = self.cell(self.x)
+            output = self.output()
         output.float().sum().backward()
         for p in self.params:
             p.grad = None
@@ -241,27 +265,30 @@ class Subject:
             self.forward_backward()
             return torch.cuda.max_memory_allocated(self.device), "cuda allocator peak"
         with SavedTensorBytes(self.params) as saved, autocast(self.precision, self.device.type):
-            output, _ = self.cell(self.x)
+            output = self.output()
         output.float().sum().backward()
         return saved.nbytes, "cpu: bytes saved for backward"
 
     def row(self, forward: list[float], forward_backward: list[float], warmup: int, repeats: int,
-            floor: tuple[list[float], list[float]]) -> dict:
+            floor: tuple[list[float], list[float]] | None) -> dict:
         forward_ms, forward_iqr = median_iqr(forward)
         step_ms, step_iqr = median_iqr(forward_backward)
         memory, kind = self.memory()
         shape = self.shape
-        flops = training_matmul_flops(shape, self.spec.architecture)
+        # a scan's products are convolutions: no matmul count, no floor
+        flops = None if shape.scan else training_matmul_flops(shape, self.spec.architecture)
         return {
             "cell": self.name, "architecture": self.spec.architecture, "twin": self.spec.twin, "shape": shape.name,
             **{f"shape_{k}": v for k, v in asdict(shape).items() if k != "name"},
             "forward_ms": 1e3 * forward_ms, "forward_ms_iqr": 1e3 * forward_iqr,
             "forward_backward_ms": 1e3 * step_ms, "forward_backward_ms_iqr": 1e3 * step_iqr,
-            "tokens_per_s": shape.batch * shape.steps / step_ms,
-            "flops_per_s": flops_per_second(flops, step_ms), "first_call_s": self.first_call_s,
-            "memory_bytes": memory, "memory_kind": kind, "warmup": warmup, "repeats": repeats,
-            "floor_forward_ms": 1e3 * statistics.median(floor[0]),
-            "floor_forward_backward_ms": 1e3 * statistics.median(floor[1]),
+            # a scan's tokens are its pixels
+            "tokens_per_s": shape.batch * shape.steps * (shape.steps if shape.scan else 1) / step_ms,
+            "flops_per_s": None if flops is None else flops_per_second(flops, step_ms),
+            "first_call_s": self.first_call_s, "memory_bytes": memory, "memory_kind": kind,
+            "parameters": sum(p.numel() for p in self.params), "warmup": warmup, "repeats": repeats,
+            "floor_forward_ms": None if floor is None else 1e3 * statistics.median(floor[0]),
+            "floor_forward_backward_ms": None if floor is None else 1e3 * statistics.median(floor[1]),
         }
 
 
@@ -277,7 +304,15 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
     from bench.environment import device_name, environment, git_revision
 
     session = uuid.uuid4().hex[:12]
-    names = list(dict.fromkeys(cells + [CELLS.get(c).twin for c in cells if CELLS.get(c).twin]))
+    twins = [CELLS.get(c).twin for c in cells if CELLS.get(c).twin]
+
+    def names_at(shape: Shape) -> list[str]:
+        if shape.scan:  # one layer per gating: the cells of an architecture would time the same one
+            by_architecture: dict[str, str] = {}
+            for name in cells:
+                by_architecture.setdefault(CELLS.get(name).architecture, name)
+            return list(by_architecture.values())
+        return list(dict.fromkeys(cells + twins))
     common = {"session": session, "git_revision": git_revision(), "precision": precision,
               "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     rows = []
@@ -290,7 +325,7 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
 
     if device == "cuda" and not torch.cuda.is_available():
         for shape in shapes:
-            for name in names:
+            for name in names_at(shape):
                 finish({"status": "skipped", "cell": name, "shape": shape.name, "device": "cuda",
                         "error": "no CUDA device: torch.cuda.is_available() is False"})
         return rows
@@ -302,7 +337,7 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
     env = environment(device)
     for shape in shapes:
         subjects = []
-        for name in names:
+        for name in names_at(shape):
             base = {"cell": name, "shape": shape.name, "device": device_name(device), "environment": env,
                     "peak_flops_per_s": peak}
             starting(name, shape)
@@ -310,8 +345,9 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
                 subjects.append(Subject(name, shape, torch_device, timer, precision))
             except Exception as err:  # noqa: BLE001 - recorded, and the other cells go on
                 finish({**base, "status": "failed", "error": f"{type(err).__name__}: {err}"})
-        floors = {s.spec.architecture: MatmulFloor(s.spec.architecture, shape, torch_device, matmul_dtype(precision))
-                  for s in subjects}
+        floors = {} if shape.scan else {
+            s.spec.architecture: MatmulFloor(s.spec.architecture, shape, torch_device, matmul_dtype(precision))
+            for s in subjects}
         timed = subjects + list(floors.values())
         timing([s.name for s in timed], shape)
         # every cell of the shape (and the matmul floors) in turn, round by round: the ratios to
@@ -320,12 +356,13 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
         forward_backward = dict(zip(timed, timer.interleaved([s.forward_backward for s in timed], warmup, repeats)))
         measured = {}
         for s in subjects:
-            floor = floors[s.spec.architecture]
+            floor = floors.get(s.spec.architecture)
             measured[s.name] = s.row(forward[s], forward_backward[s], warmup, repeats,
-                                     (forward[floor], forward_backward[floor]))
+                                     None if floor is None else (forward[floor], forward_backward[floor]))
         for name, result in measured.items():
             twin = CELLS.get(name).twin or name
-            ratio = (result["forward_backward_ms"] / measured[twin]["forward_backward_ms"]) if twin in measured else None
+            ratio = (result["forward_backward_ms"] / measured[twin]["forward_backward_ms"]) \
+                if twin in measured and not shape.scan else None
             finish({**result, "status": "ok", "ratio_to_fused": ratio, "device": device_name(device),
                     "environment": env, "peak_flops_per_s": peak})
     return rows

@@ -7,6 +7,9 @@
 #                     `rnnbench speed` and training runs on CUDA (OUT/pytest.log);
 #   paper-pixel       the `paper` budget (Bai et al. 2018) of mnist-pixel to its end for lstm_fused,
 #   paper-permuted    gru_fused and rnn_fused, then their test accuracies (and of mnist-permuted);
+#   density-paper     the density task's paper budget (mnist-density: 7 Diagonal layers of h 16, LSTM
+#                     gating) for 180 s of training, its validation NLL printed every 20 s
+#                     (benchmarks/density_curve.py);
 #   speed-32, speed-tf32, speed-bf16-mixed
 #                     `rnnbench speed --device cuda` of the fused and hand-written cells at the
 #                     fastrnns shape at each precision;
@@ -25,8 +28,8 @@
 # folder is not beside the checkout, copy its mnist/ into an ignored folder of the checkout and
 # point RNNBENCH_TEST_DATA there.
 set -uo pipefail
-ORDER=(pytest paper-pixel paper-permuted speed-32 speed-tf32 speed-bf16-mixed speed-compiled harness packing)
-declare -A LIMIT=([pytest]=110 [paper-pixel]=300 [paper-permuted]=300 [speed-32]=30 [speed-tf32]=30
+ORDER=(pytest paper-pixel paper-permuted density-paper speed-32 speed-tf32 speed-bf16-mixed speed-compiled harness packing)
+declare -A LIMIT=([pytest]=110 [paper-pixel]=300 [paper-permuted]=300 [density-paper]=210 [speed-32]=30 [speed-tf32]=30
     [speed-bf16-mixed]=30 [speed-compiled]=90 [harness]=45 [packing]=90)
 out=""
 budget=540
@@ -93,6 +96,8 @@ for name in "${planned[@]}"; do
         pytest) stage pytest "${LIMIT[$name]}" python3 -m pytest -q -p no:cacheprovider -k cuda tests ;;
         paper-pixel) stage "$name" "${LIMIT[$name]}" bash -c 'paper mnist-pixel' ;;
         paper-permuted) stage "$name" "${LIMIT[$name]}" bash -c 'paper mnist-permuted' ;;
+        density-paper) stage "$name" "${LIMIT[$name]}" python3 benchmarks/density_curve.py --device cuda --seconds 180 \
+            --every 20 --data-dir "$data" ;;
         speed-compiled) stage "$name" "${LIMIT[$name]}" python3 -m bench speed --device cuda --precision 32 --shape fastrnns \
             --cell lstm_fused --cell lstm_compiled --cell gru_fused --cell gru_compiled --repeats 20 --out "$out" ;;
         speed-*) stage "$name" "${LIMIT[$name]}" python3 -m bench speed --device cuda --precision "${name#speed-}" --shape fastrnns \

@@ -10,6 +10,11 @@ h_t as the next step receives it (for an LSTM, with c_t held fixed): what flows 
 time, the quantity of Hochreiter (1991) and Bengio et al. (1994). The norm is taken per sample
 and averaged over the batch; the loss should be a sum over the samples, so that each sample's
 gradient is its own loss's.
+
+For a two-dimensional scan (`cells.scan2d`) a time step is one step of the scan: h_t is the state
+of the whole row t (the Row scan) or diagonal t (the Diagonal scan's left-to-right direction),
+its norm taken over all of its positions and channels; a network's scans count as one stack,
+its top layer recorded.
 """
 
 from __future__ import annotations
@@ -45,6 +50,27 @@ def _record(cell: HandwrittenCell) -> list[list[Tensor]]:
     return scans
 
 
+def _record_scan(scan: nn.Module) -> tuple[list[list[Tensor]], slice]:
+    """Make a two-dimensional scan (`cells.scan2d`) keep the state its gating produces at each step
+    (a row, or a diagonal), gradients retained; returns the record and the rows of the recorded
+    batch that are the forward direction's (the Diagonal scan runs its two as one batch of 2B)."""
+    from cells.scan2d import DiagonalBiScan
+
+    rows = slice(None, None, 2) if isinstance(scan, DiagonalBiScan) else slice(None)
+    gating = scan.forward_scan.gating if isinstance(scan, DiagonalBiScan) else scan.gating
+    steps: list[Tensor] = []
+    combine = gating.combine
+
+    def recording_combine(xp_t, hp_t, state):
+        new = combine(xp_t, hp_t, state)
+        new[0].retain_grad()
+        steps.append(new[0])
+        return new
+
+    gating.combine = recording_combine
+    return [steps], rows
+
+
 def handwritten_twin(cell: RecurrentCell) -> HandwrittenCell:
     """A plain hand-written cell (no compilation) computing what `cell` computes, weights copied."""
     cls = handwritten_class(cell.architecture)
@@ -68,22 +94,27 @@ def state_gradient_norms(network: nn.Module, loss: Callable[[nn.Module], Tensor]
     copied = copy.deepcopy(network).eval()
     if dtype is not None:
         copied.to(dtype)
-    records = []
+    from cells.scan2d import SCANS
+
+    records, scans = [], []
     for name, module in list(copied.named_modules()):
         if isinstance(module, RecurrentCell) and name:
             twin = handwritten_twin(module)
-            records.append((twin, _record(twin)))
+            records.append((twin.num_directions, _record(twin), slice(None)))
             parent, _, attribute = name.rpartition(".")
             setattr(copied.get_submodule(parent), attribute, twin)
+        elif isinstance(module, tuple(SCANS.values())):
+            scans.append((1, *_record_scan(module)))
+    records += scans[-1:]  # a network's scans as one stack, its top layer recorded
     if not records:
-        raise ValueError("the network has no recurrent cell")
+        raise ValueError("the network has no recurrent cell or two-dimensional scan")
     with torch.enable_grad():
         value = loss(copied)
         value.backward()
     out = []
-    for twin, scans in records:
-        top = scans[-twin.num_directions] if scans else []  # the top layer's forward direction (its last call)
-        out.append([float(_norms(h.grad).mean()) if h.grad is not None else 0.0 for h in top])
+    for directions, steps, rows in records:
+        top = steps[-directions] if steps else []  # the top layer's forward direction (its last call)
+        out.append([float(_norms(h.grad[rows].flatten(1)).mean()) if h.grad is not None else 0.0 for h in top])
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from reports.rows import configuration, configuration_id
 
 PERCENT_METRICS = {"accuracy", "miou", "pixel_accuracy", "no_eos"}  # stored as fractions, shown as %
+UNITS = {"nll": "nats"}  # the units of metrics stored as they are shown
 NOT_SHOWN = {"loss", "samples"}  # test metrics kept in the store but not in the tables
 
 
@@ -29,7 +30,8 @@ def unit_scale(name: str) -> float:
 
 
 def unit_label(name: str) -> str:
-    return f"{name} (%)" if name in PERCENT_METRICS else name
+    unit = "%" if name in PERCENT_METRICS else UNITS.get(name)
+    return f"{name} ({unit})" if unit else name
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -201,5 +203,5 @@ def published_for(entries: list[dict[str, Any]], published: list[dict[str, Any]]
     the option values the result names (`Published.row()` of the task's declarations)."""
     runs = [((r.get("config") or {}).get("task_config") or {}, r["budget"]) for e in entries for r in e["runs"]]
     return [p for p in published
-            if any(budget == p["budget"] and all((config.get("options") or {}).get(k) == v
+            if any(p["budget"] in (None, budget) and all((config.get("options") or {}).get(k) == v
                                                  for k, v in p["options"].items()) for config, budget in runs)]

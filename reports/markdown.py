@@ -85,7 +85,8 @@ def task_table(entries: list[dict[str, Any]], baselines: list[dict[str, Any]] = 
             "-", str(b["test_samples"]), *["-"] * (5 + with_tokens + (target is not None)),
         ])
     for p in published:
-        body.append([f"published: {p['model']}", f"{p['budget']} {_options(p['options'])}".strip(), "-",
+        protocol = "its own" if p["budget"] is None else f"{p['budget']} {_options(p['options'])}".strip()
+        body.append([f"published: {p['model']}", protocol, "-",
                      _number(p["value"]), "-", "-", *["-"] * len(others), "-", "-",
                      *["-"] * (5 + with_tokens + (target is not None))])
     return header, body
@@ -175,8 +176,14 @@ def render_speed(speed_rows: list[dict[str, Any]]) -> list[str]:
     for (device, shape, precision), rows in latest_speed(speed_rows).items():
         ok = [r for r in rows if r["status"] == "ok"]
         first = ok[0] if ok else rows[0]
-        dims = (f"B={first['shape_batch']} T={first['shape_steps']} I={first['shape_input_size']} "
-                f"H={first['shape_hidden_size']} L={first['shape_layers']} D={first['shape_directions']}") if ok else ""
+        if first.get("shape_scan"):
+            dims = (f"B={first['shape_batch']} image {first['shape_steps']}x{first['shape_steps']} "
+                    f"C={first['shape_input_size']} H={first['shape_hidden_size']} {first['shape_scan']} scan")
+        else:
+            dims = (f"B={first['shape_batch']} T={first['shape_steps']} I={first['shape_input_size']} "
+                    f"H={first['shape_hidden_size']} L={first['shape_layers']} D={first['shape_directions']}")
+        dims = dims if ok else ""
+        counted = any(r.get("parameters") is not None for r in ok)  # measured by rnnbench since it counts them
         out += [f"### {shape} on {device}, precision {precision}" + (f" ({dims})" if dims else ""), ""]
         body = []
         for r in sorted(ok, key=lambda r: (r["architecture"], r["twin"] is not None, r["cell"])):
@@ -185,12 +192,14 @@ def render_speed(speed_rows: list[dict[str, Any]]) -> list[str]:
                          "-" if r["ratio_to_fused"] is None else f"{r['ratio_to_fused']:.2f}",
                          "-" if r.get("floor_forward_backward_ms") is None else f"{r['floor_forward_backward_ms']:.2f}",
                          f"{r['tokens_per_s']:.0f}",
+                         "-" if r["flops_per_s"] is None else
                          f"{r['flops_per_s'] / 1e9:.1f} ({100 * r['flops_per_s'] / r['peak_flops_per_s']:.1f} %)",
-                         f"{r['first_call_s']:.2f}", _bytes(r["memory_bytes"])])
+                         f"{r['first_call_s']:.2f}", _bytes(r["memory_bytes"]),
+                         *([f"{r['parameters']:,}" if r.get("parameters") is not None else "-"] if counted else [])])
         if body:
             out += [markdown_table(["cell", "fwd ms", "fwd+bwd ms", "vs fused", "matmul floor ms", "tokens/s",
                                     "GFLOP/s (of peak)",
-                                    "first call s", "memory"], body), ""]
+                                    "first call s", "memory", *(["parameters"] if counted else [])], body), ""]
             out += [f"Peak (large matmul): {first['peak_flops_per_s'] / 1e9:.1f} GFLOP/s; memory: {first['memory_kind']}; "
                     f"{first['repeats']} timed calls after {first['warmup']} warm-up; rnnbench {first['git_revision']}.", ""]
         for r in rows:
@@ -222,9 +231,14 @@ def render(rows: list[dict[str, Any]], plots: dict[str, list[tuple[str, str]]] |
         if baselines:
             out += ["Baselines (rows marked `baseline:`, not ranked): " + "; ".join(
                 f"{b['name']}: {b['description']}" for b in baselines) + ".", ""]
-        if cited:
+        same = [p for p in cited if p["budget"] is not None]
+        if same:
             out += ["Published results of the same protocol (rows marked `published:`, not ranked): " + "; ".join(
-                f"{p['model']}: {p['citation']}" for p in cited) + ".", ""]
+                f"{p['model']}: {p['citation']}" for p in same) + ".", ""]
+        own = [p for p in cited if p["budget"] is None]
+        if own:
+            out += ["Published results of models and training of their own, for scale (rows marked `published:`, "
+                    "not ranked): " + "; ".join(f"{p['model']}: {p['citation']}" for p in own) + ".", ""]
         notes = sorted({(r["budget"], (r.get("config") or {}).get("budget_config", {}).get("note", ""))
                         for e in entries for r in e["runs"]})
         if any(note for _, note in notes):

@@ -94,6 +94,7 @@ SPEED_COLUMNS = {  # table `speed`: one row per cell and shape measured by `rnnb
     "shape_hidden_size": "INTEGER",
     "shape_layers": "INTEGER",
     "shape_directions": "INTEGER",
+    "shape_scan": "TEXT",  # a two-dimensional scan's name (bench.speed.Shape.scan); NULL: a sequence
     "device": "TEXT",
     "precision": "TEXT",  # of every cell, the floor and the peak matmul of the command (bench.precision)
     "forward_ms": "REAL",
@@ -109,6 +110,7 @@ SPEED_COLUMNS = {  # table `speed`: one row per cell and shape measured by `rnnb
     "first_call_s": "REAL",
     "memory_bytes": "INTEGER",
     "memory_kind": "TEXT",
+    "parameters": "INTEGER",
     "warmup": "INTEGER",
     "repeats": "INTEGER",
     "environment": "TEXT",

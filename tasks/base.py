@@ -128,12 +128,13 @@ def non_negative_int(text: str) -> int:
 class Published:
     """A published result of the task's protocol, shown in the report beside the runs of `budget`
     (with these task option values) as a marked row outside the ranking; `value` in the report's
-    units (percent for accuracy)."""
+    units (percent for accuracy). `budget` None: beside the runs of every budget, as the scale the
+    literature reached on the task's data (a model of its own, not one of the budgets' protocols)."""
 
     model: str  # e.g. "LSTM"
     value: float
     citation: str  # e.g. "Bai, Kolter & Koltun 2018, Table 1"
-    budget: str = "paper"
+    budget: str | None = "paper"
     options: tuple[tuple[str, Any], ...] = ()
 
     def row(self) -> dict[str, Any]:

@@ -61,6 +61,7 @@ def check_scan_model(model: ModelConfig) -> None:
 class ScanClassificationTask(Task):
     primary_metric = "accuracy"
     higher_is_better = True
+    records_state_gradients = True  # a time step: a row (Row scan) or a diagonal (cells.gradients)
 
     def __init__(self, name: str, scan: str, description: str, target: float, budgets: dict[str, Budget],
                  version: int = 1):

@@ -178,3 +178,28 @@ def test_the_command_line_refuses_a_scan_it_cannot_build_naming_the_input(tmp_pa
         RowScan("lstm_fused", 1, 4, input_width=2)
     with pytest.raises(ValueError, match="odd kernel sizes, got 4 x 3"):
         MaskedConv2d(1, 1, (4, 3), "B")
+
+
+@pytest.mark.parametrize("scan, steps", [("row", 28), ("diagonal", 55)])
+def test_the_gradient_recorder_takes_a_scans_step_as_its_time_step(scan, steps):
+    """‖∂L/∂h_t‖ for a 2-D scan: one value per row (Row) or diagonal (Diagonal). At the last step
+    nothing later reads h_t, so its gradient is the loss's at that step's positions of the output:
+    the last row (Row), the bottom-right pixel (the Diagonal scan's last diagonal in its
+    left-to-right direction; the rest of that column is the skew's padding)."""
+    from cells.gradients import state_gradient_norms
+    from cells.scan2d import SCANS
+    from tasks import TASKS
+    from tasks.base import ModelConfig
+
+    torch.manual_seed(0)
+    layer = SCANS[scan]("lstm_fused", 2, 3).double()
+    x = torch.randn(4, 2, 28, 28, dtype=torch.float64)
+    weight = torch.randn(4, 3, 28, 28, dtype=torch.float64)
+    (norms,) = state_gradient_norms(layer, lambda net: (net(x) * weight).sum())
+    assert len(norms) == steps and all(n > 0 for n in norms)
+    last = weight[:, :, -1] if scan == "row" else weight[:, :, -1, -1]
+    assert norms[-1] == pytest.approx(last.flatten(1).norm(dim=1).mean().item(), rel=1e-9)
+    # in a task's network: the top layer of the stack
+    network = TASKS.get(f"mnist-scan-{scan}").network(ModelConfig("gru_fused", 3, num_layers=2))
+    recorded = state_gradient_norms(network, lambda net: net(x[:, :1]).sum(), torch.float64)
+    assert len(recorded) == 1 and len(recorded[0]) == steps

@@ -191,6 +191,28 @@ def test_speed_command_stores_rows_with_ratios_and_reports_them(tmp_path):
     assert "## Speed of the cells" in report and "### 8,6,3,16 on cpu" in report and ", precision 32 (B=8 T=6" in report and "gru_handwritten" in report
 
 
+def test_speed_times_the_two_dimensional_scans_once_per_gating_with_their_parameters(tmp_path):
+    from cells.scan2d import DiagonalBiScan, RowScan
+
+    result = runner.invoke(app, ["speed", "--cell", "lstm_fused", "--cell", "lstm_handwritten", "--cell", "gru_fused",
+                                 "--shape", "mnist-scan-row", "--shape", "mnist-scan-diagonal", "--repeats", "2",
+                                 "--warmup", "1", "--out", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = ResultsStore(tmp_path).rows("speed")
+    assert sorted((r["shape"], r["cell"]) for r in rows) == [
+        ("mnist-scan-diagonal", "gru_fused"), ("mnist-scan-diagonal", "lstm_fused"),
+        ("mnist-scan-row", "gru_fused"), ("mnist-scan-row", "lstm_fused")]  # lstm_handwritten's scan is lstm_fused's
+    expected = {"row": lambda cell: RowScan(cell, 1, 32), "diagonal": lambda cell: DiagonalBiScan(cell, 1, 16)}
+    for row in rows:
+        assert row["status"] == "ok" and row["shape_scan"] in expected
+        assert row["parameters"] == sum(p.numel() for p in expected[row["shape_scan"]](row["cell"]).parameters())
+        assert row["floor_forward_backward_ms"] is None and row["flops_per_s"] is None and row["ratio_to_fused"] is None
+        assert row["tokens_per_s"] == pytest.approx(64 * 28 * 28 / (row["forward_backward_ms"] / 1e3))  # pixels
+        assert 0 < row["forward_ms"] < row["forward_backward_ms"] and row["memory_bytes"] > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "(B=64 image 28x28 C=1 H=32 row scan)" in report and "| parameters |" in report
+
+
 def test_speed_on_cuda_without_a_gpu_is_skipped_with_the_reason(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("needs CUDA to be absent: this machine has a GPU")
@@ -206,7 +228,7 @@ def test_speed_errors_name_the_input(tmp_path):
     result = runner.invoke(app, ["speed", "--cell", "lstm_fsued", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "Did you mean 'lstm_fused'" in result.output
     result = runner.invoke(app, ["speed", "--shape-set", "tpu", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "--shape-set must be one of cpu, mnist, gpu" in result.output
+    assert result.exit_code == 2 and "--shape-set must be one of cpu, mnist, scans, gpu" in result.output
     result = runner.invoke(app, ["speed", "--repeats", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--repeats >= 1" in result.output
 
