@@ -32,7 +32,7 @@ import torch
 from bench.measure import SavedTensorBytes, median_iqr
 from bench.precision import autocast, matmul_dtype, set_backend_precision
 from cells import CELLS, build_cell
-from cells.catalog import gate_count
+from cells.catalog import gate_count, handwritten_class
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,11 @@ def matmul_flops(shape: Shape, architecture: str) -> int:
     with G gate blocks (RNN 1, LSTM 4, GRU 3) and I_l = I for the first layer, D*H after it.
     """
     g, h = gate_count(architecture), shape.hidden_size
+    recurrent = h if handwritten_class(architecture).recurrent_weights else 0  # minGRU, minLSTM: no W_hh
     total = 0
     for layer in range(shape.layers):
         inputs = shape.input_size if layer == 0 else shape.directions * h
-        total += shape.directions * 2 * shape.batch * shape.steps * (inputs * g * h + h * g * h)
+        total += shape.directions * 2 * shape.batch * shape.steps * (inputs * g * h + recurrent * g * h)
     return total
 
 
@@ -111,7 +112,8 @@ def training_matmul_flops(shape: Shape, architecture: str) -> int:
     gradients of both operands) except where no gradient is asked for: the first layer's input
     (like pixels or embeddings) and the initial states (zeros), as in the timed calls."""
     g, h = gate_count(architecture) * shape.hidden_size, shape.hidden_size
-    not_asked = shape.directions * 2 * shape.batch * (shape.steps * shape.input_size * g + shape.layers * h * g)
+    recurrent = h if handwritten_class(architecture).recurrent_weights else 0
+    not_asked = shape.directions * 2 * shape.batch * (shape.steps * shape.input_size * g + shape.layers * recurrent * g)
     return 3 * matmul_flops(shape, architecture) - not_asked
 
 
@@ -345,9 +347,10 @@ def run_speed(cells: list[str], shapes: list[Shape], device: str, store, warmup:
                 subjects.append(Subject(name, shape, torch_device, timer, precision))
             except Exception as err:  # noqa: BLE001 - recorded, and the other cells go on
                 finish({**base, "status": "failed", "error": f"{type(err).__name__}: {err}"})
+        # no floor for a scan (convolutions) or a cell with no recurrent matmul (minGRU, minLSTM)
         floors = {} if shape.scan else {
             s.spec.architecture: MatmulFloor(s.spec.architecture, shape, torch_device, matmul_dtype(precision))
-            for s in subjects}
+            for s in subjects if handwritten_class(s.spec.architecture).recurrent_weights}
         timed = subjects + list(floors.values())
         timing([s.name for s in timed], shape)
         # every cell of the shape (and the matmul floors) in turn, round by round: the ratios to

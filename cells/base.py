@@ -101,6 +101,7 @@ class RecurrentCell(nn.Module):
                 for block in weight.split(hidden, dim=0):  # one (H, H) block per gate
                     nn.init.orthogonal_(block)
             if forget_bias is not None and self.forget_gate is not None and name.startswith("bias"):
+                # the bias vectors sum to it (bias_ih holds it, bias_hh, where the cell has one, 0)
                 block = slice(self.forget_gate * hidden, (self.forget_gate + 1) * hidden)
                 weight[block] = forget_bias if name.startswith("bias_ih") else 0.0
 
@@ -239,6 +240,9 @@ class HandwrittenCell(RecurrentCell):
     """
 
     gates: int = 1
+    #: whether the gates read h through W_hh h + b_hh; False (minGRU, minLSTM): from the input alone,
+    #: the cell has no `weight_hh`/`bias_hh` and its step gets None for them
+    recurrent_weights: bool = True
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0):
         super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout)
@@ -248,9 +252,11 @@ class HandwrittenCell(RecurrentCell):
             for direction in range(self.num_directions):
                 suffix = self._suffix(layer, direction)
                 self.register_parameter(f"weight_ih_{suffix}", nn.Parameter(torch.empty(rows, layer_input)))
-                self.register_parameter(f"weight_hh_{suffix}", nn.Parameter(torch.empty(rows, hidden_size)))
+                if self.recurrent_weights:
+                    self.register_parameter(f"weight_hh_{suffix}", nn.Parameter(torch.empty(rows, hidden_size)))
                 self.register_parameter(f"bias_ih_{suffix}", nn.Parameter(torch.empty(rows)))
-                self.register_parameter(f"bias_hh_{suffix}", nn.Parameter(torch.empty(rows)))
+                if self.recurrent_weights:
+                    self.register_parameter(f"bias_hh_{suffix}", nn.Parameter(torch.empty(rows)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -320,7 +326,7 @@ class HandwrittenCell(RecurrentCell):
             for direction in range(self.num_directions):
                 suffix = self._suffix(layer, direction)
                 w_ih, w_hh, b_ih, b_hh = (
-                    getattr(self, f"{name}_{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                    getattr(self, f"{name}_{suffix}", None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
                 )
                 xp = torch.nn.functional.linear(layer_input, w_ih, b_ih)  # (B, T, G*H), all steps at once
                 if direction:

@@ -124,18 +124,22 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 def _examples(entries: list[dict[str, Any]]) -> list[str]:
     """Example outputs a reader can judge, for the first seed of each configuration."""
-    out = []
+    out, samples = [], []
     for e in entries:
         artifacts = e["runs"][0].get("artifacts") or {}
         for picture in artifacts.get("pictures", []):  # paths relative to the results folder
-            out += [f"**{e['cell']} {e['label']}** (seed {e['runs'][0]['seed']}): {picture['caption']}", "",
-                    f"![{e['cell']}]({picture['path']})", ""]
+            # drawn from the network rather than shown for test inputs: a heading of their own
+            kept = samples if picture.get("sampled") else out
+            kept += [f"**{e['cell']} {e['label']}** (seed {e['runs'][0]['seed']}): {picture['caption']}", "",
+                     f"![{e['cell']}]({picture['path']})", ""]
         if artifacts.get("examples"):
             out += [f"**{e['cell']} {e['label']}** (seed {e['runs'][0]['seed']})", ""]
             out += [markdown_table(["source", "reference", "output"],
                                    [[x["source"], x["reference"], x["hypothesis"]] for x in artifacts["examples"]]), ""]
     if out:
         out = ["### Examples from the test set", ""] + out
+    if samples:
+        out += ["### Samples drawn from the tested networks", ""] + samples
     data = next((r["artifacts"] for e in entries for r in e["runs"] if (r.get("artifacts") or {}).get("corpus")), None)
     if data:
         corpus = data["corpus"]

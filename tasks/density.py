@@ -188,8 +188,9 @@ class DensityTask(Task):
         network.eval()
         path = Path(out) / "samples.png"
         save_grid(sample(network, SAMPLES), path)
-        return {"pictures": [{"path": str(path), "caption": f"{SAMPLES} images sampled pixel by pixel from the "
-                                                            f"network that was tested (seed {SAMPLE_SEED})"}]}
+        return {"pictures": [{"path": str(path), "sampled": True,
+                              "caption": f"{SAMPLES} images sampled pixel by pixel from the network that was tested "
+                                         f"(seed {SAMPLE_SEED})"}]}
 
     def config(self):
         return {**super().config(), "image": [1, SIDE, SIDE], "binarization_seed": BINARIZATION_SEED,

@@ -135,6 +135,7 @@ def test_a_density_run_reports_its_baseline_the_published_rows_and_its_samples(s
                for line in table)
     assert "test nll (nats)" in table[0]
     assert "Published results of models and training of their own, for scale" in report
+    assert "### Samples drawn from the tested networks" in report and "Examples from the test set" not in report
     pictures = [line for line in report.splitlines() if "samples.png" in line]
     assert pictures and (tmp_path / pictures[0].split("(")[1].rstrip(")")).is_file()
 

@@ -63,6 +63,22 @@ def test_task_contract(name, shared_data, tsv_corpus, tmp_path):
     values = {k: float(v) for k, v in metrics.compute().items()}
     assert all(math.isfinite(v) for v in values.values()), values
 
+    # the cells whose gates read no h (minGRU, minLSTM) fit the task's network too, or are refused by name
+    for cell in ("mingru_scan", "minlstm_scan"):
+        other = ModelConfig(cell, 8, bidirectional=model.bidirectional)
+        try:
+            task.check_model(other)
+        except ValueError as err:
+            assert name.startswith(("mnist-scan", "mnist-density")) and f"cell {cell!r}" in str(err)
+            continue
+        torch.manual_seed(0)
+        network = task.network(other, data, task.budget("smoke"))
+        loss = task.training_loss(network, batch)
+        assert torch.isfinite(loss), cell
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all()
+                   for p in network.parameters() if p.requires_grad), cell
+
 
 def _accepts(task, option: str, text: str) -> bool:
     try:
