@@ -15,7 +15,7 @@ from cells.base import FusedCell, HandwrittenCell, RecurrentCell, State
 from cells.catalog import CELLS, CellSpec, build_cell, copy_weights, register_cell
 from cells.registry import Registry, UnknownNameError
 
-_INFRASTRUCTURE = {"base", "catalog", "compiled", "registry", "gradients", "scan2d", "log_scan"}
+_INFRASTRUCTURE = {"base", "catalog", "compiled", "registry", "gradients", "scan2d", "linear_recurrence"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")

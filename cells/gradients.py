@@ -104,8 +104,9 @@ def state_gradient_norms(network: nn.Module, loss: Callable[[nn.Module], Tensor]
             parent, _, attribute = name.rpartition(".")
             setattr(copied.get_submodule(parent), attribute, twin)
         elif isinstance(module, tuple(SCANS.values())):
-            scans.append((1, *_record_scan(module)))
-    records += scans[-1:]  # a network's scans as one stack, its top layer recorded
+            scans.append(module)
+    if scans:  # a network's scans as one stack: its top layer recorded
+        records.append((1, *_record_scan(scans[-1])))
     if not records:
         raise ValueError("the network has no recurrent cell or two-dimensional scan")
     with torch.enable_grad():

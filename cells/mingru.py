@@ -8,7 +8,7 @@ candidate read from the input alone, so that the recurrence is linear in h.
 g keeps the candidate positive, as the paper's log-space scan needs; the sequential loop applies it
 too, so that every form computes one function (the paper's code does the same in both modes).
 Implementations: `mingru_handwritten`, the loop above (the definition; `mingru_compiled` is its
-compiled variant); `mingru_scan`, all steps at once in log space (`cells.log_scan`, in pieces of 64
+compiled variant); `mingru_scan`, all steps at once in log space (`cells/linear_recurrence.py`, in pieces of 64
 steps for float32's sake); `mingru_sequential`, the gates of all steps in one compiled kernel and
 the recurrence h' = a h + b a loop of multiply-adds with its own backward. In the scan,
 log(1 - z) = -softplus(v_z), log z = -softplus(-v_z), log h~ = log_g(v_h). Layers stack as the
@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from cells.base import HandwrittenCell, State
 from cells.catalog import register_cell
-from cells.log_scan import LogScan, SequentialRecurrence, g, log_g
+from cells.linear_recurrence import LogScan, SequentialRecurrence, g, log_g
 
 
 class MinGRUHandwritten(HandwrittenCell):

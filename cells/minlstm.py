@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from cells.base import HandwrittenCell, State
 from cells.catalog import register_cell
-from cells.log_scan import LogScan, SequentialRecurrence, g, log_g
+from cells.linear_recurrence import LogScan, SequentialRecurrence, g, log_g
 
 
 class MinLSTMHandwritten(HandwrittenCell):

@@ -124,6 +124,16 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "0 or a positive integer")
 
 
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A task option's parser: one of `choices`."""
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Published:
     """A published result of the task's protocol, shown in the report beside the runs of `budget`

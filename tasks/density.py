@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from cells.scan2d import SCANS, MaskedConv2d
 from reports import figures
-from tasks.base import Baseline, Budget, ModelConfig, Option, Published, Task, register_task
+from tasks.base import Baseline, Budget, ModelConfig, Option, Published, Task, one_of, register_task
 from tasks.data import TensorBatches
 from tasks.mnist import SIDE, SPLIT_SEED, VALIDATION_SIZE
 from tasks.mnist_data import MNISTDataModule
@@ -148,19 +148,13 @@ def save_grid(images: Tensor, path: Path, columns: int = 4) -> Path:
     return figures.save(fig, path, pad=0.2)
 
 
-def _scan(text: str) -> str:
-    if text not in SCANS:
-        raise ValueError(f"must be one of {', '.join(SCANS)}")
-    return text
-
-
 class DensityTask(Task):
     name = "mnist-density"
     description = "binarized MNIST modelled pixel by pixel (PixelRNN), test NLL in nats per image"
     primary_metric = "nll"
     higher_is_better = False
     target = 100.0  # nats, on validation
-    options = {"scan": Option("row", _scan, f"the two-dimensional scan: {' or '.join(SCANS)}", model_only=True)}
+    options = {"scan": Option("row", one_of(tuple(SCANS)), f"the two-dimensional scan: {' or '.join(SCANS)}", model_only=True)}
 
     def __init__(self, budgets: dict[str, Budget], published: tuple[Published, ...]):
         self.budgets, self.published = budgets, published

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cells import CELLS, build_cell, copy_weights
-from cells.log_scan import g, linear_scan_log, log_g
+from cells.linear_recurrence import g, linear_scan_log, log_g
 
 MINIMAL = ["mingru", "minlstm"]
 
@@ -83,7 +83,7 @@ def test_whole_pieces_of_padding_leave_the_state_and_every_gradient_as_the_loop_
 def test_the_float32_scan_stays_finite_and_close_to_the_loop_over_long_sequences(architecture, steps):
     """Tolerance: the scan takes log A_t from the start of each piece of 64 steps and adds it to a
     logcumsumexp of about its opposite; float32 keeps 6e-8 of each, so the error is bounded by a
-    piece's |log A_t|, whatever the length (`cells/log_scan.py`). Measured here (a keep-gate near
+    piece's |log A_t|, whatever the length (`cells/linear_recurrence.py`). Measured here (a keep-gate near
     0.9) as a share of the largest value: outputs 8e-7 to 2e-6, weight gradients 2e-6 to 6e-6 at
     both lengths, the float32 loop's own 2e-7 and 6e-6 (over the whole 4,096 steps at once: 1e-4
     and 2e-3). The bounds, 2e-5 of the largest output and 2e-4 of the largest gradient, leave

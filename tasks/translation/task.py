@@ -14,7 +14,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
 from reports import figures
-from tasks.base import Baseline, Budget, Option, Task, non_negative_int, positive_int, register_task
+from tasks.base import Baseline, Budget, Option, Task, non_negative_int, one_of, positive_int, register_task
 from tasks.data import DataError
 from tasks.translation.corpus import Corpus, find_ding, parse_ding, parse_tsv
 from tasks.translation.data import MAX_TRAIN_TOKENS, TranslationData
@@ -42,17 +42,8 @@ class TextBaseline(nn.Module):
         return self.answer(batch)
 
 
-def _one_of(choices):
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return text
-
-    return parse
-
-
-_attention_score, _output, _embeddings = _one_of(tuple(ATTENTION)), _one_of(OUTPUTS), _one_of(("apart", "tied"))
-_length_by = _one_of(("bleu", "length"))
+_attention_score, _output, _embeddings = one_of(tuple(ATTENTION)), one_of(OUTPUTS), one_of(("apart", "tied"))
+_length_by = one_of(("bleu", "length"))
 
 
 def _length_exponent(text: str) -> str | float:

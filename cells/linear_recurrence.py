@@ -1,6 +1,7 @@
-"""The parallel form of a recurrence linear in h: h_t = a_t * h_{t-1} + b_t, element by element, with
-a_t in (0, 1) and b_t > 0 (minGRU, minLSTM: Feng et al. 2024, "Were RNNs All We Needed?", arXiv
-2410.01201), computed over all steps at once in log space (Heinsen 2023, as the paper's code does):
+"""A recurrence linear in h, h_t = a_t * h_{t-1} + b_t element by element, with a_t in (0, 1) and
+b_t > 0 (minGRU, minLSTM: Feng et al. 2024, "Were RNNs All We Needed?", arXiv 2410.01201), in two
+forms beside a cell's own loop. `LogScan`: every step at once in log space (Heinsen 2023, as the
+paper's code does):
 
     A_t = a_1 ... a_t                          log A_t = cumsum(log a)
     h_t = A_t h_0 + sum_{k <= t} (A_t / A_k) b_k
@@ -13,13 +14,15 @@ Precision: log A_t falls about linearly with t (to about -T * mean(-log a)) and
 logcumsumexp(log b - log A) rises with it, so their sum cancels two large numbers: in float32
 (relative precision 6e-8) the result's relative error grows like 6e-8 * |log A_t|. Over the whole
 sequence at once (the paper's code) that reached 1e-4 of the largest output and 2e-3 of the largest
-weight gradient at 4,096 steps (a keep-gate near 0.9), against 2e-7 and 6e-6 for the loop in
-float32; so the scan runs in pieces of `CHUNK` steps, each in log space from its own start, and
+weight gradient at 4,096 steps (a keep-gate near 0.9; set against the loop in float64), against
+2e-7 and 6e-6 for the loop in float32; so the scan runs in pieces of `CHUNK` steps, each in log space from its own start, and
 carries the state from piece to piece with plain multiply-adds.
 
 `LogScan` is the mixin a cell of such an architecture uses: the cell's `log_coefficients(xp)` gives
 log a and log b from the projected input of all steps; padded steps get a = 1, b = 0 (the state is
-left as it was) and zero outputs, as the interface requires.
+left as it was) and zero outputs, as the interface requires. `SequentialRecurrence`: a and b of
+every step at once in one compiled kernel, then the recurrence as a loop of multiply-adds with its
+own backward.
 """
 
 from __future__ import annotations
@@ -114,10 +117,10 @@ class SequentialRecurrence:
     """Mixin for a hand-written cell whose step is h' = a * h + b: a and b of every step at once
     (the cell's `coefficients(xp)`, a static method, compiled by torch.compile into one kernel
     forward and one backward), then the recurrence as a loop of one multiply-add a step with its
-    own backward. Measured at the mnist-pixel shape (`rnnbench speed`, docs/results.md): the
-    log-space scan spends most of its time in logcumsumexp (93 ms of a forward pass here), the
-    compiled loop in its per-step graph; the recurrence itself is 784 fused multiply-adds of (B, H),
-    7 ms, and the gates are element-wise passes over (B, T, H) that one compiled kernel does at once."""
+    own backward. Why this form: on a CPU the log-space scan spends most of its time in
+    logcumsumexp and the compiled loop in its per-step graph, where the recurrence itself is T
+    small multiply-adds and the gates element-wise passes that one compiled kernel does at once
+    (`rnnbench speed` at the mnist-pixel shape: docs/results.md)."""
 
     def scan(self, xp, state, w_hh, b_hh, mask):
         cls = type(self)
