@@ -16,6 +16,8 @@
 #   speed-compiled    the compiled cells (CUDA graphs, in pieces of 25 steps) against cuDNN at
 #                     precision 32 at the fastrnns shape, first call included; target <= 1.5x,
 #                     first call <= 60 s;
+#   speed-minimal     minGRU and minLSTM (log-space scan, sequential) against cuDNN's GRU and LSTM at
+#                     precision 32, at the fastrnns shape and at 4,096 steps of it;
 #   harness           the harness against a bare loop on the GPU, after a warm-up fit of each;
 #   packing           six mnist-row quick runs one at a time, then six at once (--parallel 6).
 # OUT/results.sqlite and OUT/report.md hold the stored rows.
@@ -28,9 +30,9 @@
 # folder is not beside the checkout, copy its mnist/ into an ignored folder of the checkout and
 # point RNNBENCH_TEST_DATA there.
 set -uo pipefail
-ORDER=(pytest paper-pixel paper-permuted density-paper speed-32 speed-tf32 speed-bf16-mixed speed-compiled harness packing)
+ORDER=(pytest paper-pixel paper-permuted density-paper speed-32 speed-tf32 speed-bf16-mixed speed-compiled speed-minimal harness packing)
 declare -A LIMIT=([pytest]=110 [paper-pixel]=300 [paper-permuted]=300 [density-paper]=210 [speed-32]=30 [speed-tf32]=30
-    [speed-bf16-mixed]=30 [speed-compiled]=90 [harness]=45 [packing]=90)
+    [speed-bf16-mixed]=30 [speed-compiled]=90 [speed-minimal]=60 [harness]=45 [packing]=90)
 out=""
 budget=540
 plan=0
@@ -100,6 +102,9 @@ for name in "${planned[@]}"; do
             --every 20 --data-dir "$data" ;;
         speed-compiled) stage "$name" "${LIMIT[$name]}" python3 -m bench speed --device cuda --precision 32 --shape fastrnns \
             --cell lstm_fused --cell lstm_compiled --cell gru_fused --cell gru_compiled --repeats 20 --out "$out" ;;
+        speed-minimal) stage "$name" "${LIMIT[$name]}" python3 -m bench speed --device cuda --precision 32 --shape fastrnns \
+            --shape 64,4096,512,512 --cell mingru_scan --cell mingru_sequential --cell minlstm_scan \
+            --cell minlstm_sequential --cell gru_fused --cell lstm_fused --repeats 10 --out "$out" ;;
         speed-*) stage "$name" "${LIMIT[$name]}" python3 -m bench speed --device cuda --precision "${name#speed-}" --shape fastrnns \
             --cell lstm_fused --cell lstm_handwritten --cell gru_fused --cell gru_handwritten --repeats 20 --out "$out" ;;
         harness) stage harness "${LIMIT[$name]}" python3 benchmarks/harness_overhead.py --device cuda --rounds 1 \

@@ -300,6 +300,15 @@ class HandwrittenCell(RecurrentCell):
                 outputs.append(torch.where(real, new[0], 0.0))
         return torch.stack(outputs, 1), state  # (B, T, H)
 
+    def direction(self, layer_input, w_ih, b_ih, w_hh, b_hh, state, mask, reverse):
+        """One layer in one direction: outputs (B, T, H) in the input's time order, and the final state;
+        `reverse` (an involution on (B, T, F)) for the reversed direction, None for the forward one."""
+        xp = torch.nn.functional.linear(layer_input, w_ih, b_ih)  # (B, T, G*H), all steps at once
+        if reverse is not None:
+            xp = reverse(xp)
+        output, final = self.scan(xp, state, w_hh, b_hh, mask)
+        return (output if reverse is None else reverse(output)), final
+
     def _run(self, x, state, lengths):
         batch, steps = x.shape[0], x.shape[1]
         if state is None:
@@ -328,12 +337,12 @@ class HandwrittenCell(RecurrentCell):
                 w_ih, w_hh, b_ih, b_hh = (
                     getattr(self, f"{name}_{suffix}", None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
                 )
-                xp = torch.nn.functional.linear(layer_input, w_ih, b_ih)  # (B, T, G*H), all steps at once
-                if direction:
-                    xp = reverse(xp)
                 index = layer * self.num_directions + direction
-                output, final = self.scan(xp, tuple(s[index] for s in state), w_hh, b_hh, mask)
-                outputs.append(reverse(output) if direction else output)
+                output, final = self.direction(
+                    layer_input, w_ih, b_ih, w_hh, b_hh, tuple(s[index] for s in state), mask,
+                    reverse if direction else None,
+                )
+                outputs.append(output)
                 for kept, tensor in zip(finals, final):
                     kept.append(tensor)
             layer_input = torch.cat(outputs, dim=2) if self.bidirectional else outputs[0]  # (B, T, D*H)

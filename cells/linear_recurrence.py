@@ -136,3 +136,106 @@ class SequentialRecurrence:
         h = _Recurrence.apply(a, b, state[0]).transpose(0, 1)  # (B, T, H)
         final = h[:, -1]
         return (h if mask is None else torch.where(mask, h, 0.0)), (final,)
+
+
+# Inputs of at most this many features are projected inside the kernel, step by step: the projected
+# input xp (B, T, G*H) is then never written, read back and differentiated as a tensor; wider inputs
+# are projected by one matrix product before the kernel (its cost per step grows with the width).
+PROJECT_INSIDE = 16
+
+_EXTENSION = None
+
+
+def _cpu_key() -> str:
+    """A short hash of this CPU's model and flags: the kernel is built for the CPU it runs on
+    (-march=native), so that a home folder shared between machines keeps one build per CPU."""
+    import hashlib
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as info:
+            lines = [line for line in info if line.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = [platform.processor()]
+    return hashlib.sha1("".join(lines).encode()).hexdigest()[:8]
+
+
+def kernels():
+    """The C++ kernels of `cells/linear_recurrence.cpp`, built on first use (torch.utils.cpp_extension:
+    a C++ compiler and ninja; about 30 s once, then cached under TORCH_EXTENSIONS_DIR)."""
+    global _EXTENSION
+    if _EXTENSION is None:
+        import subprocess
+        from pathlib import Path
+
+        from torch.utils import cpp_extension
+
+        try:
+            _EXTENSION = cpp_extension.load(
+                f"rnnbench_linear_recurrence_{_cpu_key()}", [str(Path(__file__).with_name("linear_recurrence.cpp"))],
+                extra_cflags=["-O3", "-ffast-math", "-fopenmp", "-march=native"], extra_ldflags=["-fopenmp"],
+            )
+        except (RuntimeError, OSError, subprocess.CalledProcessError, ImportError) as error:
+            raise RuntimeError(
+                f"the C++ kernel of the *_kernel cells could not be built: {error}. It needs a C++ compiler "
+                "(g++) and ninja (`pip install ninja`); the *_sequential and *_scan forms of the same cells need neither"
+            ) from error
+    return _EXTENSION
+
+
+class _Kernel(torch.autograd.Function):
+    """A layer's one direction through the C++ kernel, forward and backward; the input is xp (no
+    weights given) or x with W transposed and b (projected inside the kernel)."""
+
+    @staticmethod
+    def forward(ctx, kernel: str, inputs: Tensor, weight_t: Tensor, bias: Tensor, h0: Tensor, lengths: Tensor):
+        h, final = getattr(kernels(), f"{kernel}_forward")(inputs, weight_t, bias, h0, lengths)
+        ctx.kernel = kernel
+        ctx.save_for_backward(inputs, weight_t, bias, h0, lengths, h)
+        return h, final
+
+    @staticmethod
+    def backward(ctx, grad: Tensor | None, grad_final: Tensor | None):
+        inputs, weight_t, bias, h0, lengths, h = ctx.saved_tensors
+        grad = torch.zeros_like(h) if grad is None else grad.contiguous()
+        grad_final = torch.zeros_like(h0) if grad_final is None else grad_final.contiguous()
+        grad_inputs, grad_weight_t, grad_bias, grad_h0 = getattr(kernels(), f"{ctx.kernel}_backward")(
+            inputs, weight_t, bias, h0, lengths, h, grad, grad_final)
+        projected = weight_t.numel() > 0
+        return (None, grad_inputs, grad_weight_t if projected else None, grad_bias if projected else None,
+                grad_h0, None)
+
+
+class KernelRecurrence:
+    """Mixin for minGRU and minLSTM (class attribute `kernel`: "mingru" or "minlstm"): each layer's
+    direction is one C++ pass over time forward and one backward, the gates computed in the same loop
+    as the recurrence (`cells/linear_recurrence.cpp`). Why this form: at the mnist-pixel shape the
+    work is a few multiply-adds and two exponentials on each of B x H lanes a step, so the cost of the
+    other forms is in passes over memory and per-step dispatch, not arithmetic: the log scan spends
+    most of its time in logcumsumexp, the sequential form in its separate gate kernels, the
+    transposes and T small multiply-adds a direction (docs/results.md measures them against each
+    other). CPU only; float32 and float64 (half precision runs in float32)."""
+
+    kernel: str
+    cpu_only = True
+
+    def direction(self, layer_input, w_ih, b_ih, w_hh, b_hh, state, mask, reverse):
+        if layer_input.device.type != "cpu":
+            raise RuntimeError(
+                f"{type(self).__name__} runs on the CPU only (a C++ kernel); on {layer_input.device.type} use the "
+                f"{self.kernel}_scan or {self.kernel}_sequential cell")
+        x = layer_input if reverse is None else reverse(layer_input)
+        (h0,) = state
+        dtype = torch.float64 if torch.float64 in (x.dtype, w_ih.dtype) else torch.float32
+        lengths = (x.new_empty(0, dtype=torch.long) if mask is None
+                   else mask[:, :, 0].sum(1, dtype=torch.long).cpu())
+        bias = b_ih if b_ih is not None else w_ih.new_zeros(w_ih.shape[0])
+        if x.shape[2] <= PROJECT_INSIDE:
+            h, final = _Kernel.apply(self.kernel, x.to(dtype).contiguous(), w_ih.to(dtype).t().contiguous(),
+                                     bias.to(dtype).contiguous(), h0.to(dtype).contiguous(), lengths)
+        else:
+            xp = torch.nn.functional.linear(x, w_ih, b_ih).to(dtype).contiguous()
+            none = xp.new_empty(0)
+            h, final = _Kernel.apply(self.kernel, xp, none, none, h0.to(dtype).contiguous(), lengths)
+        h, final = h.to(layer_input.dtype), final.to(layer_input.dtype)
+        return (h if reverse is None else reverse(h)), (final,)

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from cells.base import HandwrittenCell, State
 from cells.catalog import register_cell
-from cells.linear_recurrence import LogScan, SequentialRecurrence, g, log_g
+from cells.linear_recurrence import KernelRecurrence, LogScan, SequentialRecurrence, g, log_g
 
 
 class MinGRUHandwritten(HandwrittenCell):
@@ -59,6 +59,12 @@ class MinGRUSequential(SequentialRecurrence, MinGRUHandwritten):
     """minGRU, its gates for every step at once (compiled), the recurrence a loop with its own backward."""
 
 
+class MinGRUKernel(KernelRecurrence, MinGRUHandwritten):
+    """minGRU, gates and recurrence in one C++ pass over time, forward and backward (CPU)."""
+
+    kernel = "mingru"
+
+
 register_cell("mingru_handwritten", MinGRUHandwritten, "minGRU (Feng et al. 2024): gate and candidate from the input "
               "alone, h' = (1 - z) h + z g(W x), in a Python time loop")
 register_cell("mingru_scan", MinGRUScan, "minGRU as a log-space parallel scan over time (cumsum + logcumsumexp)",
@@ -66,3 +72,5 @@ register_cell("mingru_scan", MinGRUScan, "minGRU as a log-space parallel scan ov
 register_cell("mingru_sequential", MinGRUSequential, "minGRU with its gates for every step in one compiled kernel, "
               "the recurrence a multiply-add loop with its own backward",
               twin="mingru_handwritten")
+register_cell("mingru_kernel", MinGRUKernel, "minGRU as one C++ pass over time forward and one backward, the gates "
+              "computed in the loop (CPU only)", twin="mingru_handwritten")

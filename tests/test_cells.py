@@ -125,7 +125,7 @@ def test_compiled_mode_follows_the_device():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: checks the cells against cuDNN")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("name", [spec.name for spec in CELLS if spec.twin])
+@pytest.mark.parametrize("name", [spec.name for spec in CELLS if spec.twin and not getattr(spec.cls, "cpu_only", False)])
 def test_cuda_matches_twin(name, dtype, monkeypatch):
     """On a GPU the twin is cuDNN's kernel and the compiled cells are Triton kernels."""
     from bench.precision import set_backend_precision

@@ -78,10 +78,11 @@ def test_whole_pieces_of_padding_leave_the_state_and_every_gradient_as_the_loop_
         torch.testing.assert_close(grads[key], grads_t[key], rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("form", ["scan", "kernel"])
 @pytest.mark.parametrize("steps", [784, 4096])
 @pytest.mark.parametrize("architecture", MINIMAL)
-def test_the_float32_scan_stays_finite_and_close_to_the_loop_over_long_sequences(architecture, steps):
-    """Tolerance: the scan takes log A_t from the start of each piece of 64 steps and adds it to a
+def test_the_float32_forms_stay_finite_and_close_to_the_loop_over_long_sequences(architecture, steps, form):
+    """Tolerance: the C++ kernel is the loop in one pass (float32 throughout); the scan takes log A_t from the start of each piece of 64 steps and adds it to a
     logcumsumexp of about its opposite; float32 keeps 6e-8 of each, so the error is bounded by a
     piece's |log A_t|, whatever the length (`cells/linear_recurrence.py`). Measured here (a keep-gate near
     0.9) as a share of the largest value: outputs 8e-7 to 2e-6, weight gradients 2e-6 to 6e-6 at
@@ -89,7 +90,7 @@ def test_the_float32_scan_stays_finite_and_close_to_the_loop_over_long_sequences
     and 2e-3). The bounds, 2e-5 of the largest output and 2e-4 of the largest gradient, leave
     room for the sums over 32,768 positions that a gradient adds up."""
     torch.manual_seed(2)
-    scan = build_cell(f"{architecture}_scan", 4, 16)
+    scan = build_cell(f"{architecture}_{form}", 4, 16)
     scan.initialise(forget_bias=2.0)
     with torch.no_grad():  # minGRU: a keep-gate near 0.9 too (z's bias -2)
         if architecture == "mingru":
@@ -114,6 +115,52 @@ def test_the_float32_scan_stays_finite_and_close_to_the_loop_over_long_sequences
     close(x32.grad, x64.grad, 2e-4)
     for name, p in scan.weights().items():
         close(p.grad, loop.weights()[name].grad, 2e-4)
+
+
+@pytest.mark.parametrize("project_inside", [0, 64], ids=["matmul-first", "inside"])
+@pytest.mark.parametrize("architecture", MINIMAL)
+def test_the_kernel_equals_the_loop_with_its_projection_before_it_or_inside_it(architecture, project_inside,
+                                                                               monkeypatch):
+    """Both of the kernel's inputs: xp from one matrix product, or x projected step by step inside it
+    (every gradient of W and b then summed by the kernel); tests/test_cells.py checks the registry's
+    sizes, whose first layers are narrow (inside) and stacked bidirectional ones wide (before)."""
+    from cells import linear_recurrence
+    from tests.test_cells import make_pair, run_and_grad
+
+    monkeypatch.setattr(linear_recurrence, "PROJECT_INSIDE", project_inside)
+    torch.manual_seed(4)
+    cell, twin = make_pair(f"{architecture}_kernel", 20, 6, 2, True, torch.float64)
+    x = torch.randn(4, 11, 20, dtype=torch.float64)
+    state = (torch.randn(4, 4, 6, dtype=torch.float64),)
+    lengths = torch.tensor([11, 1, 6, 11])
+    (out, final, grads), (out_t, final_t, grads_t) = (run_and_grad(c, x, state, lengths, seed=2) for c in (cell, twin))
+    torch.testing.assert_close(out, out_t, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final, final_t, rtol=1e-12, atol=1e-12)
+    assert grads.keys() == grads_t.keys() and "state[0]" in grads
+    for key in grads:
+        torch.testing.assert_close(grads[key], grads_t[key], rtol=1e-12, atol=1e-12, msg=lambda m, key=key: f"{key}: {m}")
+
+
+def test_the_kernel_cells_refuse_another_device_by_name_and_say_what_serves():
+    cell = build_cell("mingru_kernel", 2, 3)
+    x = torch.zeros(1, 4, 2, device="meta")
+    with pytest.raises(RuntimeError, match="runs on the CPU only.*mingru_scan or mingru_sequential"):
+        cell.direction(x, cell.weight_ih_l0.to("meta"), cell.bias_ih_l0.to("meta"), None, None,
+                       (torch.zeros(1, 3, device="meta"),), None, None)
+
+
+def test_a_kernel_that_cannot_be_built_says_what_it_needs(monkeypatch):
+    from torch.utils import cpp_extension
+
+    from cells import linear_recurrence
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(linear_recurrence, "_EXTENSION", None)
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    with pytest.raises(RuntimeError, match=r"could not be built: Ninja is required.*g\+\+.*ninja.*_sequential"):
+        build_cell("minlstm_kernel", 2, 3)(torch.zeros(1, 4, 2))
 
 
 def test_the_minlstm_forget_bias_reaches_its_forget_gate():
