@@ -22,7 +22,8 @@ carries the state from piece to piece with plain multiply-adds.
 log a and log b from the projected input of all steps; padded steps get a = 1, b = 0 (the state is
 left as it was) and zero outputs, as the interface requires. `SequentialRecurrence`: a and b of
 every step at once in one compiled kernel, then the recurrence as a loop of multiply-adds with its
-own backward.
+own backward (any device). `KernelRecurrence`: gates and recurrence in one C++ pass over time,
+forward and backward (`linear_recurrence.cpp`; CPU), the fastest form on a CPU.
 """
 
 from __future__ import annotations
@@ -117,9 +118,10 @@ class SequentialRecurrence:
     """Mixin for a hand-written cell whose step is h' = a * h + b: a and b of every step at once
     (the cell's `coefficients(xp)`, a static method, compiled by torch.compile into one kernel
     forward and one backward), then the recurrence as a loop of one multiply-add a step with its
-    own backward. Why this form: on a CPU the log-space scan spends most of its time in
-    logcumsumexp and the compiled loop in its per-step graph, where the recurrence itself is T
-    small multiply-adds and the gates element-wise passes that one compiled kernel does at once
+    own backward. Why this form beside the others: it runs on any device with torch alone; on a
+    CPU the log-space scan spends most of its time in logcumsumexp and the compiled loop in its
+    per-step graph, where the recurrence itself is T small multiply-adds and the gates element-wise
+    passes that one compiled kernel does at once; `KernelRecurrence` is faster still on a CPU
     (`rnnbench speed` at the mnist-pixel shape: docs/results.md)."""
 
     def scan(self, xp, state, w_hh, b_hh, mask):

@@ -10,7 +10,9 @@ too, so that every form computes one function (the paper's code does the same in
 Implementations: `mingru_handwritten`, the loop above (the definition; `mingru_compiled` is its
 compiled variant); `mingru_scan`, all steps at once in log space (`cells/linear_recurrence.py`, in pieces of 64
 steps for float32's sake); `mingru_sequential`, the gates of all steps in one compiled kernel and
-the recurrence h' = a h + b a loop of multiply-adds with its own backward. In the scan,
+the recurrence h' = a h + b a loop of multiply-adds with its own backward; `mingru_kernel`, the
+gates and the recurrence in one C++ pass over time, forward and backward (`cells/linear_recurrence.cpp`:
+the fastest on a CPU). In the scan,
 log(1 - z) = -softplus(v_z), log z = -softplus(-v_z), log h~ = log_g(v_h). Layers stack as the
 other cells' do (each layer's outputs the next one's inputs, dropout between them); the paper's
 language models wrap each layer in a normalisation, a residual connection and a feed-forward

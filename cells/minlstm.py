@@ -7,7 +7,8 @@ read from the input alone, the forget and input gates normalised to sum to one, 
     h' = f / (f + i) * h + i / (f + i) * h~
 
 As for minGRU (`cells/mingru.py`): g in every form, `minlstm_handwritten` the loop (and its compiled
-variant), `minlstm_sequential` the compiled gates and a multiply-add loop, `minlstm_scan` the
+variant), `minlstm_sequential` the compiled gates and a multiply-add loop, `minlstm_kernel` the C++
+pass (the same derivatives written out in `cells/linear_recurrence.cpp`), `minlstm_scan` the
 log-space scan, with d = softplus(-v_f) - softplus(-v_i) = log(i / f):
 log f' = -softplus(d), log i' = -softplus(-d) (the paper's code). The forget gate is block 0, so a
 budget's forget-gate bias starts the cell keeping its state, as for the LSTM.

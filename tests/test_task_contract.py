@@ -64,7 +64,8 @@ def test_task_contract(name, shared_data, tsv_corpus, tmp_path):
     assert all(math.isfinite(v) for v in values.values()), values
 
     # the cells whose gates read no h (minGRU, minLSTM) fit the task's network too, or are refused by name
-    for cell in ("mingru_scan", "minlstm_scan"):
+    # (the scan and the C++ kernel: the two forms that share no code with the loop)
+    for cell in ("mingru_scan", "minlstm_scan", "mingru_kernel", "minlstm_kernel"):
         other = ModelConfig(cell, 8, bidirectional=model.bidirectional)
         try:
             task.check_model(other)
