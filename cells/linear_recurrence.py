@@ -148,6 +148,7 @@ class SequentialRecurrence:
 PROJECT_INSIDE = 8
 
 _EXTENSION = None
+STALE_LOCK_S = 600
 
 
 def _cpu_key() -> str:
@@ -169,14 +170,34 @@ def kernels():
     a C++ compiler and ninja; about 30 s once, then cached under TORCH_EXTENSIONS_DIR)."""
     global _EXTENSION
     if _EXTENSION is None:
+        import os
         import subprocess
+        import sys
+        import time
         from pathlib import Path
 
         from torch.utils import cpp_extension
 
+        try:  # the pip package's ninja, where the environment's bin folder is not on PATH
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        except ImportError:
+            pass
+        name = f"rnnbench_linear_recurrence_{_cpu_key()}"
+        # a build killed part-way leaves its lock behind, and torch then waits for it for ever;
+        # a build takes about 30 s, so a lock older than STALE_LOCK_S is a dead one
+        lock = Path(cpp_extension._get_build_directory(name, False)) / "lock"
+        try:
+            if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+                print(f"rnnbench: removing the stale build lock {lock} (left by a build that was stopped)",
+                      file=sys.stderr)
+                lock.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
         try:
             _EXTENSION = cpp_extension.load(
-                f"rnnbench_linear_recurrence_{_cpu_key()}", [str(Path(__file__).with_name("linear_recurrence.cpp"))],
+                name, [str(Path(__file__).with_name("linear_recurrence.cpp"))],
                 extra_cflags=["-O3", "-ffast-math", "-fopenmp", "-march=native"], extra_ldflags=["-fopenmp"],
             )
         except (RuntimeError, OSError, subprocess.CalledProcessError, ImportError) as error:

@@ -163,6 +163,31 @@ def test_a_kernel_that_cannot_be_built_says_what_it_needs(monkeypatch):
         build_cell("minlstm_kernel", 2, 3)(torch.zeros(1, 4, 2))
 
 
+def test_a_build_lock_left_by_a_stopped_build_is_removed_and_a_fresh_one_is_kept(monkeypatch, tmp_path, capsys):
+    """A build killed part-way leaves its lock, on which torch would wait for ever."""
+    import os
+    import time
+
+    from torch.utils import cpp_extension
+
+    from cells import linear_recurrence
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(linear_recurrence, "_EXTENSION", None)
+    seen = []
+    monkeypatch.setattr(cpp_extension, "load", lambda name, *a, **k: seen.append(name) or "built")
+    lock = tmp_path / f"rnnbench_linear_recurrence_{linear_recurrence._cpu_key()}" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    assert linear_recurrence.kernels() == "built" and lock.exists(), "a lock of a build under way stays"
+    monkeypatch.setattr(linear_recurrence, "_EXTENSION", None)
+    old = time.time() - linear_recurrence.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    assert linear_recurrence.kernels() == "built" and not lock.exists()
+    assert "removing the stale build lock" in capsys.readouterr().err
+    assert len(seen) == 2
+
+
 def test_the_minlstm_forget_bias_reaches_its_forget_gate():
     cell = build_cell("minlstm_scan", 3, 4)
     cell.initialise(forget_bias=1.5)
