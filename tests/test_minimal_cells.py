@@ -188,6 +188,18 @@ def test_a_build_lock_left_by_a_stopped_build_is_removed_and_a_fresh_one_is_kept
     assert len(seen) == 2
 
 
+def test_loading_the_kernel_leaves_denormal_numbers_to_the_rest_of_the_process():
+    """The kernel is built with -ffast-math; a library linked with the compiler's fast-math start-up
+    code would switch on flush-to-zero for every computation of the process, the other cells' too."""
+    import subprocess
+    import sys
+
+    script = ("import torch; from cells.linear_recurrence import kernels; kernels(); "
+              "x = torch.tensor([1e-39], dtype=torch.float32); print((x / 10).item() > 0, (x * 0.5).item() > 0)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "True"], result.stdout + result.stderr
+
+
 def test_the_minlstm_forget_bias_reaches_its_forget_gate():
     cell = build_cell("minlstm_scan", 3, 4)
     cell.initialise(forget_bias=1.5)
