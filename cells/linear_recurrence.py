@@ -143,8 +143,9 @@ class SequentialRecurrence:
 # Inputs of at most this many features are projected inside the kernel, step by step: the projected
 # input xp (B, T, G*H) is then never written, read back and differentiated as a tensor; wider inputs
 # are projected by one matrix product before the kernel, since the kernel's cost grows with the
-# width. Measured (mingru_kernel, B 64, T 784, H 128, forward+backward, 2-core AMD EPYC): inside /
-# matmul first 24 / 63 ms at 1 feature, 48 / 93 at 4, 77 / 98 at 8, 137 / 59 at 16.
+# width. Measured (mingru_kernel, B 64, T 784, H 128, forward+backward, 2-core AMD EPYC, freed
+# memory kept as runs keep it, docs/results.md): inside / matmul first 24 / 36 ms at 1 feature,
+# 47 / 74 at 4, 76 / 75 at 8, 138 / 38 at 16.
 PROJECT_INSIDE = 8
 
 _EXTENSION = None
