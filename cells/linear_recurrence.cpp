@@ -12,14 +12,24 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 namespace {
 
+// Under -ffast-math the compiler assumes no infinities, and a division may become a reciprocal
+// estimate refined by a Newton step, which turns 1 / inf into NaN: so exp's argument stops where
+// exp stays finite (80 for float, 700 for double). Below -80 the sigmoid is then 1.8e-35, not the
+// smaller true value: the same to far below any tolerance of a float32 computation.
+template <typename T>
+constexpr T exp_limit() {
+  return sizeof(T) == sizeof(float) ? T(80) : T(700);
+}
+
 template <typename T>
 inline T sigmoid(T v) {
-  return T(1) / (T(1) + std::exp(-v));
+  return T(1) / (T(1) + std::exp(std::min(-v, exp_limit<T>())));
 }
 
 // g(v) = v + 1/2 (v >= 0), sigmoid(v) (v < 0)
@@ -74,11 +84,14 @@ struct MinLSTM {
     T slope;
     const T candidate = positive(v[2 * H + j], slope);
     const T s = f + i;
-    const T dc = d * (candidate - h) / (s * s);  // dL/d(i / s) / s^2
-    gv[j] = -dc * i * f * (T(1) - f);
-    gv[H + j] = dc * f * i * (T(1) - i);
-    gv[2 * H + j] = d * i / s * slope;
-    return d * f / s;
+    const T keep = f / s, write = i / s;  // h' = h + write (h~ - h)
+    // d write / d f = -keep write / f, d write / d i = keep write / i: no 1 / s^2, which
+    // overflows in float32 when both gates are near 0
+    const T shared = d * (candidate - h) * keep * write;
+    gv[j] = -shared * (T(1) - f);
+    gv[H + j] = shared * (T(1) - i);
+    gv[2 * H + j] = d * write * slope;
+    return d * keep;
   }
 };
 

@@ -188,6 +188,28 @@ def test_a_build_lock_left_by_a_stopped_build_is_removed_and_a_fresh_one_is_kept
     assert len(seen) == 2
 
 
+@pytest.mark.parametrize("architecture", MINIMAL)
+def test_the_float32_kernel_stays_finite_at_saturated_gates(architecture):
+    """Pre-activations out to +-200: where exp(-v) overflows float32 (v < -88), and where both of
+    minLSTM's gates are near 0 (so (f + i)^2 underflows); the float64 loop is the reference."""
+    kernel = build_cell(f"{architecture}_kernel", 1, 32)  # 32 lanes: the vectorised loop, not its remainder
+    loop = build_cell(f"{architecture}_handwritten", 1, 32).double()
+    with torch.no_grad():
+        kernel.bias_ih_l0.zero_()
+        kernel.weight_ih_l0.copy_(torch.tensor([1.0, -1.0, 0.5, -0.5] * (kernel.weight_ih_l0.shape[0] // 4)).unsqueeze(1))
+    copy_weights(kernel, loop)
+    x = torch.tensor([-200.0, -120.0, -95.0, -60.0, 0.0, 60.0, 95.0, 200.0]).view(1, 8, 1).repeat(2, 1, 1)
+    x32, x64 = x.clone().requires_grad_(True), x.double().requires_grad_(True)
+    out32, _ = kernel(x32)
+    out64, _ = loop(x64)
+    assert torch.isfinite(out32).all(), out32
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-5, atol=1e-5)
+    out32.sum().backward()
+    out64.sum().backward()
+    assert torch.isfinite(x32.grad).all() and all(torch.isfinite(p.grad).all() for p in kernel.parameters())
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_loading_the_kernel_leaves_denormal_numbers_to_the_rest_of_the_process():
     """The kernel is built with -ffast-math; a library linked with the compiler's fast-math start-up
     code would switch on flush-to-zero for every computation of the process, the other cells' too."""
