@@ -95,6 +95,8 @@ struct MinLSTM {
   }
 };
 
+constexpr int LANES = 16;  // running sums of a dot product: one AVX-512 register of floats
+
 // The pre-activations of one step, (G*H,): a row of xp, or b + W x_t computed here from the step's
 // input when the cell projects inside the kernel (weight_t (I, G*H) then; xp never exists).
 template <typename T>
@@ -187,12 +189,19 @@ void backward_rows(const Steps<T>& in, const T* h0, const int64_t* lengths, cons
           const T* w = in.weight_t + i * width;
           T* gwi = gw + i * width;
           const T xi = x[i];
-          T sum = 0;
-#pragma omp simd reduction(+ : sum)
-          for (int64_t j = 0; j < width; ++j) {
-            gwi[j] += gv[j] * xi;
-            sum += gv[j] * w[j];
+#pragma omp simd
+          for (int64_t j = 0; j < width; ++j) gwi[j] += gv[j] * xi;
+          // dL/dx_t,i = sum_j gv_j W_ji in LANES running sums, added up once: an `omp simd
+          // reduction` here cost a third of the backward pass (21 against 15 ms at mnist-pixel)
+          T partial[LANES] = {};
+          int64_t j = 0;
+          for (; j + LANES <= width; j += LANES) {
+#pragma omp simd
+            for (int k = 0; k < LANES; ++k) partial[k] += gv[j + k] * w[j + k];
           }
+          T sum = 0;
+          for (; j < width; ++j) sum += gv[j] * w[j];
+          for (int k = 0; k < LANES; ++k) sum += partial[k];
           gi[i] = sum;
         }
       }
