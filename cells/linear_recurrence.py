@@ -267,3 +267,26 @@ class KernelRecurrence:
             h, final = _Kernel.apply(self.kernel, xp, none, none, h0.to(dtype).contiguous(), lengths)
         h, final = h.to(layer_input.dtype), final.to(layer_input.dtype)
         return (h if reverse is None else reverse(h)), (final,)
+
+
+def register_parallel_forms(prefix: str, loop: type) -> None:
+    """Register the forms of a hand-written cell whose step is h' = a h + b (`loop`, with
+    `coefficients`, `log_coefficients` and a kernel named `prefix` in linear_recurrence.cpp) beside
+    it, each held to it: `<prefix>_scan`, `<prefix>_sequential`, `<prefix>_kernel`. The classes are
+    made, not written, and kept in this module's namespace under their names, so that they pickle."""
+    from cells.catalog import register_cell
+
+    arch, base = loop.architecture, loop.__name__.removesuffix("Handwritten")
+    forms = (
+        ("scan", "Scan", (LogScan,), "a log-space parallel scan over time (cumsum + logcumsumexp)"),
+        ("sequential", "Sequential", (SequentialRecurrence,),
+         "its gates for every step in one compiled kernel, the recurrence a multiply-add loop with its own backward"),
+        ("kernel", "Kernel", (KernelRecurrence,),
+         "one C++ pass over time forward and one backward, the gates computed in the loop (CPU only)"),
+    )
+    for suffix, kind, mixins, description in forms:
+        name = base + kind
+        made = type(name, (*mixins, loop), {"__module__": __name__, "__qualname__": name, "kernel": prefix,
+                                            "__doc__": f"{arch}, {description}."})
+        globals()[name] = made
+        register_cell(f"{prefix}_{suffix}", made, f"{arch}: {description}", twin=f"{prefix}_handwritten")

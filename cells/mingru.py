@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from cells.base import HandwrittenCell, State
 from cells.catalog import register_cell
-from cells.linear_recurrence import KernelRecurrence, LogScan, SequentialRecurrence, g, log_g
+from cells.linear_recurrence import g, log_g, register_parallel_forms
 
 
 class MinGRUHandwritten(HandwrittenCell):
@@ -53,26 +53,6 @@ class MinGRUHandwritten(HandwrittenCell):
         return -F.softplus(v_z), -F.softplus(-v_z) + log_g(v_h)  # log(1 - z), log(z * h~)
 
 
-class MinGRUScan(LogScan, MinGRUHandwritten):
-    """minGRU, every step at once: the log-space parallel scan."""
-
-
-class MinGRUSequential(SequentialRecurrence, MinGRUHandwritten):
-    """minGRU, its gates for every step at once (compiled), the recurrence a loop with its own backward."""
-
-
-class MinGRUKernel(KernelRecurrence, MinGRUHandwritten):
-    """minGRU, gates and recurrence in one C++ pass over time, forward and backward (CPU)."""
-
-    kernel = "mingru"
-
-
 register_cell("mingru_handwritten", MinGRUHandwritten, "minGRU (Feng et al. 2024): gate and candidate from the input "
               "alone, h' = (1 - z) h + z g(W x), in a Python time loop")
-register_cell("mingru_scan", MinGRUScan, "minGRU as a log-space parallel scan over time (cumsum + logcumsumexp)",
-              twin="mingru_handwritten")
-register_cell("mingru_sequential", MinGRUSequential, "minGRU with its gates for every step in one compiled kernel, "
-              "the recurrence a multiply-add loop with its own backward",
-              twin="mingru_handwritten")
-register_cell("mingru_kernel", MinGRUKernel, "minGRU as one C++ pass over time forward and one backward, the gates "
-              "computed in the loop (CPU only)", twin="mingru_handwritten")
+register_parallel_forms("mingru", MinGRUHandwritten)

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from cells.base import HandwrittenCell, State
 from cells.catalog import register_cell
-from cells.linear_recurrence import KernelRecurrence, LogScan, SequentialRecurrence, g, log_g
+from cells.linear_recurrence import g, log_g, register_parallel_forms
 
 
 class MinLSTMHandwritten(HandwrittenCell):
@@ -50,26 +50,6 @@ class MinLSTMHandwritten(HandwrittenCell):
         return -F.softplus(d), -F.softplus(-d) + log_g(v_h)  # log f', log(i' * h~)
 
 
-class MinLSTMScan(LogScan, MinLSTMHandwritten):
-    """minLSTM, every step at once: the log-space parallel scan."""
-
-
-class MinLSTMSequential(SequentialRecurrence, MinLSTMHandwritten):
-    """minLSTM, its gates for every step at once (compiled), the recurrence a loop with its own backward."""
-
-
-class MinLSTMKernel(KernelRecurrence, MinLSTMHandwritten):
-    """minLSTM, gates and recurrence in one C++ pass over time, forward and backward (CPU)."""
-
-    kernel = "minlstm"
-
-
 register_cell("minlstm_handwritten", MinLSTMHandwritten, "minLSTM (Feng et al. 2024): gates and candidate from the "
               "input alone, h' = (f h + i g(W x)) / (f + i), in a Python time loop")
-register_cell("minlstm_scan", MinLSTMScan, "minLSTM as a log-space parallel scan over time (cumsum + logcumsumexp)",
-              twin="minlstm_handwritten")
-register_cell("minlstm_sequential", MinLSTMSequential, "minLSTM with its gates for every step in one compiled kernel, "
-              "the recurrence a multiply-add loop with its own backward",
-              twin="minlstm_handwritten")
-register_cell("minlstm_kernel", MinLSTMKernel, "minLSTM as one C++ pass over time forward and one backward, the gates "
-              "computed in the loop (CPU only)", twin="minlstm_handwritten")
+register_parallel_forms("minlstm", MinLSTMHandwritten)
